@@ -1,5 +1,4 @@
 """Shared fixtures: the real data folder and backend switching."""
-import os
 from pathlib import Path
 
 import pytest
@@ -28,9 +27,7 @@ def use_backend(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _deterministic_threads():
+def _seed():
     import torch
 
     torch.manual_seed(0)
-    yield
-    os.environ.pop("ERNERF_BACKEND", None)

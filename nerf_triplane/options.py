@@ -1,0 +1,144 @@
+"""Command-line options of `main.py`: every flag of the reference ER-NeRF, same names.
+
+Deviations from the reference, each deliberate:
+- ``--asr_model`` defaults to ``mel``: our offline audio features (no downloaded
+  weights). The feature dimension is read from the feature file, not from the name.
+- ``--cuda_ray`` is not forced on: without it the renderer uses stratified sampling
+  in pure torch (``--num_steps``). ``-O`` turns it on, and the occupancy-grid marcher
+  runs on the CPU too (C++ backend of ``raymarching``).
+- ``--fp16`` only takes effect on CUDA; on the CPU training runs in fp32.
+- ``--warmup_step`` is honoured (linear lr warm-up); its default 0 keeps the
+  reference's behaviour, which ignores the flag.
+- Added: ``--device``, ``--eval_interval``, ``--save_interval``, ``--max_keep_ckpt``,
+  ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``.
+Flags of features that are not built raise a clear error in `main.py` (see
+``UNBUILT``) instead of being ignored.
+"""
+from __future__ import annotations
+
+import argparse
+
+# Flags accepted for compatibility whose feature this project does not provide.
+UNBUILT = {
+    "gui": "the interactive GUI viewer is not part of this project",
+    "asr": "real-time ASR streaming (--asr) is not part of this project; use --aud FILE",
+}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="main.py",
+        description="ER-NeRF: train or render a talking-portrait NeRF from a processed video folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("path", type=str, help="training folder made by data_utils/process.py")
+    p.add_argument("-O", action="store_true", help="equals --fp16 --cuda_ray --exp_eye")
+    p.add_argument("--test", action="store_true", help="render the test split and report metrics")
+    p.add_argument("--test_train", action="store_true", help="with --test: render the train split (new-audio driving)")
+    p.add_argument("--data_range", type=int, nargs="*", default=[0, -1], help="frame slice [start, end] (-1 = all)")
+    p.add_argument("--workspace", type=str, default="workspace")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=str, default="auto", help="auto (cuda if available) | cpu | cuda")
+    p.add_argument("--preset", type=str, default="", help="named settings from nerf_triplane/presets.py (empty = none)")
+
+    g = p.add_argument_group("training")
+    g.add_argument("--iters", type=int, default=200000, help="total training iterations")
+    g.add_argument("--lr", type=float, default=1e-2, help="learning rate of the hash-grid encoders")
+    g.add_argument("--lr_net", type=float, default=1e-3, help="learning rate of the MLPs and codes")
+    g.add_argument("--ckpt", type=str, default="latest", help="latest | scratch | latest_model | best | PATH")
+    g.add_argument("--num_rays", type=int, default=4096 * 16, help="rays per training image")
+    g.add_argument("--cuda_ray", action="store_true", help="occupancy-grid ray marching (runs on CPU too)")
+    g.add_argument("--max_steps", type=int, default=16, help="max samples per ray when marching")
+    g.add_argument("--num_steps", type=int, default=16, help="samples per ray without --cuda_ray")
+    g.add_argument("--upsample_steps", type=int, default=0, help="unused, kept for compatibility")
+    g.add_argument("--update_extra_interval", type=int, default=16, help="steps between density-grid updates")
+    g.add_argument("--max_ray_batch", type=int, default=4096, help="ray chunk size of the stratified renderer")
+    g.add_argument("--warmup_step", type=int, default=0, help="linear lr warm-up steps (0 = none, as the reference)")
+    g.add_argument("--amb_aud_loss", type=int, default=1, help="ambient-audio loss on/off")
+    g.add_argument("--amb_eye_loss", type=int, default=1, help="ambient-eye loss on/off")
+    g.add_argument("--unc_loss", type=int, default=1, help="uncertainty-weighted loss on/off")
+    g.add_argument("--lambda_amb", type=float, default=1e-4, help="weight of the ambient losses")
+    g.add_argument("--fp16", action="store_true", help="mixed precision (CUDA only)")
+    g.add_argument("--eval_interval", type=int, default=0, help="epochs between evaluations (0 = about every 5000 steps)")
+    g.add_argument("--save_interval", type=int, default=0, help="steps between extra checkpoints inside an epoch (0 = per epoch only)")
+    g.add_argument("--max_keep_ckpt", type=int, default=2, help="number of ngp_ep*.pth kept")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--bg_img", type=str, default="", help="background image ('' = <path>/bc.jpg, or white/black)")
+    g.add_argument("--fbg", action="store_true", help="unused, kept for compatibility")
+    g.add_argument("--exp_eye", action="store_true", help="condition density on the eye (blink) area")
+    g.add_argument("--fix_eye", type=float, default=-1, help="if >= 0, use this constant eye area")
+    g.add_argument("--smooth_eye", action="store_true", help="smooth the eye-area sequence over time")
+    g.add_argument("--torso_shrink", type=float, default=0.8, help="scale of torso 2D coordinates before deformation")
+    g.add_argument("--color_space", type=str, default="srgb", help="srgb | linear")
+    g.add_argument("--preload", type=int, default=0, help="0: read images per step, 1: preload to RAM, 2: also to the GPU")
+    g.add_argument("--bound", type=float, default=1, help="scene box [-bound, bound]^3")
+    g.add_argument("--scale", type=float, default=4, help="camera translation scale")
+    g.add_argument("--offset", type=float, nargs="*", default=[0, 0, 0], help="camera translation offset")
+    g.add_argument("--dt_gamma", type=float, default=1 / 256, help="adaptive step growth")
+    g.add_argument("--min_near", type=float, default=0.05, help="minimum near distance")
+    g.add_argument("--density_thresh", type=float, default=10, help="head occupancy threshold on sigma")
+    g.add_argument("--density_thresh_torso", type=float, default=0.01, help="torso occupancy threshold on alpha")
+    g.add_argument("--grid_size", type=int, default=128, help="occupancy grid resolution per axis")
+    g.add_argument("--patch_size", type=int, default=1, help=">1: train on square patches (LPIPS)")
+    g.add_argument("--init_lips", action="store_true", help="unused by the reference, kept for compatibility")
+    g.add_argument("--finetune_lips", action="store_true", help="lips LPIPS finetuning stage")
+    g.add_argument("--smooth_lips", action="store_true", help="smooth the audio code over time at inference")
+    g.add_argument("--lpips_weights", type=str, default="", help="AlexNet weights file for LPIPS (else the torch hub cache)")
+    g.add_argument("--torso", action="store_true", help="train/render the torso branch (head frozen)")
+    g.add_argument("--head_ckpt", type=str, default="", help="head checkpoint to start torso training from")
+
+    g = p.add_argument_group("GUI (not built)")
+    g.add_argument("--gui", action="store_true")
+    g.add_argument("--W", type=int, default=450)
+    g.add_argument("--H", type=int, default=450)
+    g.add_argument("--radius", type=float, default=3.35)
+    g.add_argument("--fovy", type=float, default=21.24)
+    g.add_argument("--max_spp", type=int, default=1)
+
+    g = p.add_argument_group("audio and codes")
+    g.add_argument("--att", type=int, default=2, help="audio attention: 0 off, 1 left window, 2 centred window")
+    g.add_argument("--aud", type=str, default="", help="new audio: features .npy, or .wav/.mp3/.mp4 to extract")
+    g.add_argument("--emb", action="store_true", help="audio as class ids through an embedding")
+    g.add_argument("--ind_dim", type=int, default=4, help="per-frame head code size (0 = off)")
+    g.add_argument("--ind_num", type=int, default=10000, help="number of per-frame codes (> training frames)")
+    g.add_argument("--ind_dim_torso", type=int, default=8, help="per-frame torso code size")
+    g.add_argument("--amb_dim", type=int, default=2, help="unused by the tri-plane network")
+    g.add_argument("--part", action="store_true", help="use 1/10 of the training frames")
+    g.add_argument("--part2", action="store_true", help="use the first 375 frames (15 s)")
+    g.add_argument("--train_camera", action="store_true", help="learn a per-frame camera correction")
+    g.add_argument("--smooth_path", action="store_true", help="smooth camera poses over a window")
+    g.add_argument("--smooth_path_window", type=int, default=7, help="window of --smooth_path")
+
+    g = p.add_argument_group("audio features")
+    g.add_argument("--asr", action="store_true", help="real-time ASR (not built)")
+    g.add_argument("--asr_wav", type=str, default="")
+    g.add_argument("--asr_play", action="store_true")
+    g.add_argument("--asr_model", type=str, default="mel",
+                   help="feature engine: mel (offline) | deepspeech | wav2vec/esperanto | hubert")
+    g.add_argument("--asr_weights", type=str, default="", help="local weights path for wav2vec/hubert/deepspeech")
+    g.add_argument("--asr_save_feats", action="store_true")
+    g.add_argument("--fps", type=int, default=50)
+    g.add_argument("-l", type=int, default=10)
+    g.add_argument("-m", type=int, default=50)
+    g.add_argument("-r", type=int, default=10)
+    return p
+
+
+def finalize(opt: argparse.Namespace) -> argparse.Namespace:
+    """Apply the flag implications of the reference (``-O``)."""
+    if opt.O:
+        opt.fp16 = True
+        opt.cuda_ray = True
+        opt.exp_eye = True
+    if len(opt.data_range) != 2:
+        raise ValueError(f"--data_range takes two integers (start end), got {opt.data_range}")
+    if len(opt.offset) != 3:
+        raise ValueError(f"--offset takes three floats, got {opt.offset}")
+    if opt.patch_size > 1 and opt.num_rays % (opt.patch_size ** 2) != 0:
+        raise ValueError(f"--num_rays ({opt.num_rays}) must be a multiple of --patch_size^2 ({opt.patch_size ** 2})")
+    return opt
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``) into the options namespace."""
+    return finalize(get_parser().parse_args(argv))
