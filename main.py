@@ -1,0 +1,160 @@
+"""Train or render an ER-NeRF talking portrait.
+
+    python main.py DATA --workspace W -O --iters 100000           # train the head
+    python main.py DATA --workspace W -O --test                   # render + score the test split
+    python main.py DATA --workspace W -O --test --test_train --aud speech.wav   # new audio
+
+Bad input (missing folder or files, mismatched features) ends with one ``error:`` line
+and exit code 2; SIGINT/SIGTERM during training saves a checkpoint and exits with 130.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nerf_triplane.options import UNBUILT, parse_args
+
+AUDIO_SUFFIXES = (".wav", ".mp3", ".mp4", ".m4a", ".flac", ".ogg", ".aac", ".mkv", ".mov")
+
+
+class UsageError(Exception):
+    """Bad command line or input folder; reported as one line, exit code 2."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA device is available (use --device cpu)")
+    return torch.device(name)
+
+
+def check_options(opt) -> None:
+    for flag, why in UNBUILT.items():
+        if getattr(opt, flag):
+            raise UsageError(f"--{flag}: {why}")
+    if not Path(opt.path).is_dir():
+        raise UsageError(f"data folder {opt.path} does not exist (make it with data_utils/process.py)")
+    if opt.aud and not opt.test:
+        raise UsageError("--aud drives rendering with new audio: use it with --test (and --test_train)")
+
+
+def prepare_novel_audio(opt, workspace: Path) -> Path | None:
+    """For ``--aud`` given as audio/video: extract features into ``results/<stem>_feats.npy``
+    and point ``opt.aud`` at them. Returns the audio file to mux into the video (or None)."""
+    if not opt.aud:
+        return None
+    src = Path(opt.aud)
+    if not src.is_file():
+        raise FileNotFoundError(f"--aud {src} not found")
+    if src.suffix.lower() == ".npy":
+        return None
+    if src.suffix.lower() not in AUDIO_SUFFIXES:
+        raise UsageError(f"--aud {src}: expected features .npy or audio {', '.join(AUDIO_SUFFIXES)}")
+    from data_utils.audio import load_audio
+    from data_utils.audio_features import extract_features
+
+    feats = extract_features(load_audio(src), engine=opt.asr_model, fps=25, weights=opt.asr_weights or None)
+    out = workspace / "results" / f"{src.stem}_feats.npy"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.partial.npy")
+    np.save(tmp, feats)
+    os.replace(tmp, out)
+    print(f"[INFO] {src}: {feats.shape[0]} frames of {opt.asr_model} features -> {out}")
+    opt.aud = str(out)
+    return src
+
+
+def load_head_for_torso(model, path: str) -> None:
+    """Load the head weights of ``--head_ckpt`` and freeze them (torso training)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--head_ckpt {path} not found")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("model", state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    print(f"[INFO] head from {path}: {len(missing)} missing (torso) keys, {len(unexpected)} unexpected")
+    for name, param in model.named_parameters():
+        if name in state:
+            param.requires_grad = False
+
+
+def run(opt) -> int:
+    from nerf_triplane.network import NeRFNetwork
+    from nerf_triplane.provider import NeRFDataset
+    from nerf_triplane.trainer import Trainer
+
+    check_options(opt)
+    if opt.preset:
+        from nerf_triplane.presets import apply_preset
+
+        apply_preset(opt)
+    seed_everything(opt.seed)
+    # The reference disables TF32 for precision; it only matters on CUDA.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    device = pick_device(opt.device)
+    workspace = Path(opt.workspace)
+
+    if opt.test:
+        audio_path = prepare_novel_audio(opt, workspace)
+        dataset = NeRFDataset(opt, device=device, type="train" if opt.test_train else "test")
+        # --test_train renders full frames of the train split in order.
+        dataset.training = False
+        dataset.num_rays = -1
+        loader = dataset.dataloader()
+        model = NeRFNetwork(opt, audio_dim=dataset.audio_dim).to(device)
+        trainer = Trainer(opt, model, workspace, device, train=False)
+        if trainer.load_checkpoint(opt.ckpt) is None:
+            raise UsageError(f"--test needs a trained model: no checkpoint for --ckpt {opt.ckpt} in "
+                             f"{workspace / 'checkpoints'}")
+        trainer._set_train_data(dataset)
+        name = Path(opt.aud).stem.removesuffix("_feats") if opt.aud else None
+        trainer.test(loader, name=name, audio_path=audio_path)
+        return 0
+
+    train_set = NeRFDataset(opt, device=device, type="train")
+    model = NeRFNetwork(opt, audio_dim=train_set.audio_dim).to(device)
+    if opt.torso and opt.head_ckpt:
+        load_head_for_torso(model, opt.head_ckpt)
+    valid_loader = NeRFDataset(opt, device=device, type="val").dataloader()
+    trainer = Trainer(opt, model, workspace, device, train=True)
+    trainer.load_checkpoint(opt.ckpt)
+    if not trainer.train(train_set.dataloader(), valid_loader):
+        return 130
+    test_loader = NeRFDataset(opt, device=device, type="test").dataloader()
+    trainer.test(test_loader)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opt = parse_args(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return run(opt)
+    except (UsageError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

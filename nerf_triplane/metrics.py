@@ -1,0 +1,176 @@
+"""Image and lip-sync metrics: PSNR, SSIM, LPIPS (AlexNet) and LMD (mouth landmark distance).
+
+Images are float arrays/tensors in [0, 1], shaped [H, W, 3]. Each function returns a
+plain float so results go straight into ``metrics.json``.
+
+LPIPS needs the ImageNet AlexNet weights (``alexnet-owt-7be5be79.pth``), which cannot be
+downloaded here: ``load_lpips`` looks for them in ``--lpips_weights`` or the torch hub
+cache and returns None (with a one-line notice) when they are absent. The small LPIPS
+linear heads ship inside the ``lpips`` wheel. ``ERNERF_LPIPS_RANDOM=1`` (tests only)
+builds the network with a random backbone so code paths can run without the weights.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+MOUTH = slice(48, 68)  # iBUG-68 points 48..67: outer and inner lips
+
+
+def _to_tensor(img) -> torch.Tensor:
+    """[H, W, 3] array or tensor -> float64 tensor on the CPU."""
+    if isinstance(img, torch.Tensor):
+        return img.detach().to("cpu", torch.float64)
+    return torch.from_numpy(np.asarray(img, dtype=np.float64))
+
+
+def psnr(pred, gt) -> float:
+    """Peak signal-to-noise ratio in dB of [H, W, 3] images in [0, 1] (inf when equal)."""
+    pred, gt = _to_tensor(pred), _to_tensor(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"psnr: shapes differ, {tuple(pred.shape)} vs {tuple(gt.shape)}")
+    mse = torch.mean((pred - gt) ** 2).item()
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Normalised separable Gaussian as a [1, 1, size, size] kernel."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(pred, gt, window: int = 11, sigma: float = 1.5) -> float:
+    """Structural similarity (Wang et al. 2004) of [H, W, C] images in [0, 1].
+
+    Gaussian window (11, sigma 1.5), K1 = 0.01, K2 = 0.03, statistics over the valid
+    region only, averaged over channels. Identical images give exactly 1.
+    """
+    pred, gt = _to_tensor(pred), _to_tensor(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"ssim: shapes differ, {tuple(pred.shape)} vs {tuple(gt.shape)}")
+    if pred.ndim == 2:
+        pred, gt = pred[..., None], gt[..., None]
+    if min(pred.shape[:2]) < window:
+        raise ValueError(f"ssim: images must be at least {window}x{window}, got {tuple(pred.shape[:2])}")
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    x = pred.permute(2, 0, 1)[:, None]  # [C, 1, H, W]
+    y = gt.permute(2, 0, 1)[:, None]
+    k = _gaussian_window(window, sigma)
+    mu_x, mu_y = F.conv2d(x, k), F.conv2d(y, k)
+    var_x = F.conv2d(x * x, k) - mu_x ** 2
+    var_y = F.conv2d(y * y, k) - mu_y ** 2
+    cov = F.conv2d(x * y, k) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    den = (mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)
+    return (num / den).mean().item()
+
+
+def find_alexnet_weights(path: str | os.PathLike | None = None) -> Path | None:
+    """The AlexNet weights file: ``path`` if given (must exist), else the torch hub cache copy."""
+    if path:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--lpips_weights: {path} does not exist (expected {ALEXNET_FILE})")
+        return path
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+    return cached if cached.is_file() else None
+
+
+def load_lpips(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               quiet: bool = False):
+    """LPIPS(alex) network in eval mode, or None when the AlexNet weights are not available.
+
+    ``weights`` is an explicit AlexNet state-dict path (torchvision format). When it is
+    empty and the hub cache has no copy, a one-line notice says where to put the file.
+    """
+    import lpips
+
+    with warnings.catch_warnings():
+        # torchvision deprecation notes about lpips' `pretrained=` call; nothing is downloaded.
+        warnings.simplefilter("ignore", UserWarning)
+        return _build_lpips(lpips, weights, device, quiet)
+
+
+def _build_lpips(lpips, weights, device, quiet: bool):
+    if os.environ.get("ERNERF_LPIPS_RANDOM") == "1":
+        net = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
+        return net.eval().to(device)
+    found = find_alexnet_weights(weights)
+    if found is None:
+        if not quiet:
+            print(f"[metrics] LPIPS skipped: AlexNet weights not found; put {ALEXNET_FILE} in "
+                  f"{Path(torch.hub.get_dir()) / 'checkpoints'} or pass --lpips_weights PATH")
+        return None
+    # pnet_rand avoids torchvision's download; the backbone is then filled from the local file.
+    net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+    state = torch.load(found, map_location="cpu", weights_only=True)
+    layers = {}
+    for sl in (net.net.slice1, net.net.slice2, net.net.slice3, net.net.slice4, net.net.slice5):
+        for name, module in sl.named_children():
+            layers[int(name)] = module
+    for idx, module in layers.items():
+        own = {k: state[f"features.{idx}.{k}"] for k in module.state_dict()}
+        module.load_state_dict(own)
+    return net.eval().to(device)
+
+
+@torch.no_grad()
+def lpips_distance(net, pred, gt) -> float:
+    """LPIPS between [H, W, 3] images in [0, 1] (``normalize=True`` maps them to [-1, 1])."""
+    dev = next(net.parameters()).device
+    p = _to_tensor(pred).float().permute(2, 0, 1)[None].to(dev)
+    g = _to_tensor(gt).float().permute(2, 0, 1)[None].to(dev)
+    return net(p, g, normalize=True).item()
+
+
+def mouth_lmd(lms_pred: np.ndarray, lms_gt: np.ndarray) -> float:
+    """Landmark distance of the mouth: points 48..67 of two [68, 2] sets, each mean-centred,
+    mean Euclidean distance in pixels."""
+    a = np.asarray(lms_pred, dtype=np.float64)
+    b = np.asarray(lms_gt, dtype=np.float64)
+    if a.shape != (68, 2) or b.shape != (68, 2):
+        raise ValueError(f"mouth_lmd needs two [68, 2] landmark sets, got {a.shape} and {b.shape}")
+    a, b = a[MOUTH], b[MOUTH]
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    return float(np.linalg.norm(a - b, axis=1).mean())
+
+
+class LMDMeter:
+    """Running LMD over frame pairs, detecting landmarks with ``detector.detect(rgb uint8)``.
+
+    Frames where either detection fails are skipped and counted in ``skipped``.
+    """
+
+    def __init__(self, detector=None):
+        if detector is None:
+            from data_utils.landmarks import LandmarkDetector
+
+            detector = LandmarkDetector(engine="mediapipe")
+        self.detector = detector
+        self.values: list[float] = []
+        self.skipped = 0
+
+    def update(self, pred_u8: np.ndarray, gt_u8: np.ndarray) -> float | None:
+        """Add one frame pair (uint8 [H, W, 3] RGB); returns its LMD or None if skipped."""
+        lp = self.detector.detect(pred_u8)
+        lg = self.detector.detect(gt_u8)
+        if lp is None or lg is None:
+            self.skipped += 1
+            return None
+        value = mouth_lmd(lp, lg)
+        self.values.append(value)
+        return value
+
+    def result(self) -> float | None:
+        """Mean LMD over the measured frames (None when no frame had both detections)."""
+        return float(np.mean(self.values)) if self.values else None

@@ -1,0 +1,461 @@
+"""Volume rendering for ER-NeRF: occupancy grids, ray marching, compositing, torso.
+
+Two head samplers share one compositing rule (ERNERF_FACTS.md §3):
+
+* ``opt.cuda_ray``: occupancy-grid marching through the ``raymarching`` package
+  (CUDA, C++ CPU or torch backend), at most ``max_steps`` occupied samples per ray;
+* otherwise: ``opt.num_steps`` stratified samples between the ray's AABB near/far,
+  in pure torch.
+
+Per sample ``alpha_i = 1 - exp(-sigma_i * delta_i)``, ``T_i = prod_{j<i} (1 - alpha_j)``,
+``w_i = alpha_i * T_i``; a ray stops after the first sample whose transmittance falls
+below ``T_thresh``. Image, depth and uncertainty are ``w``-weighted sums; the ambient
+audio/eye sums are plain sums over the samples the ray used. The background (static
+image, or the torso composited over it) shows through ``1 - sum(w)``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import raymarching
+
+
+def audio_window(features: torch.Tensor, att: int, index: int) -> torch.Tensor:
+    """Audio frames fed to ``encode_audio`` for frame ``index`` (zero-padded at the ends).
+
+    Args:
+        features: per-frame audio features [N, A, T] (or ids [N, T] with --emb).
+        att: 0 -> frame ``index`` only; 1 -> the 8 frames before it; 2 -> frames
+            ``index-4 .. index+3``.
+        index: frame position in ``features``.
+    Returns:
+        [1, A, T] (att 0) or [8, A, T].
+    """
+    if att == 0:
+        return features[index:index + 1]
+    lo, hi = (index - 8, index) if att == 1 else (index - 4, index + 4)
+    window = features[max(lo, 0):min(hi, features.shape[0])]
+    pad_lo, pad_hi = max(-lo, 0), max(hi - features.shape[0], 0)
+    zeros = features.new_zeros
+    return torch.cat([zeros((pad_lo,) + features.shape[1:]), window, zeros((pad_hi,) + features.shape[1:])])
+
+
+def near_far_from_aabb(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb: torch.Tensor,
+                       min_near: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slab test of rays against a box.
+
+    Args:
+        rays_o, rays_d: [N, 3].
+        aabb: (xmin, ymin, zmin, xmax, ymax, zmax) [6].
+        min_near: smallest allowed near distance.
+    Returns:
+        nears, fars [N]; a ray that misses the box gets ``far == near`` (no samples).
+    """
+    inv_d = 1.0 / torch.where(rays_d.abs() < 1e-15, torch.full_like(rays_d, 1e-15), rays_d)
+    t0 = (aabb[:3] - rays_o) * inv_d
+    t1 = (aabb[3:] - rays_o) * inv_d
+    nears = torch.minimum(t0, t1).amax(dim=-1).clamp(min=min_near)
+    fars = torch.maximum(t0, t1).amin(dim=-1)
+    return nears, torch.maximum(fars, nears)
+
+
+def euler_xyz_to_matrix(angles: torch.Tensor) -> torch.Tensor:
+    """Rotation ``Rx(a) @ Ry(b) @ Rz(c)`` from angles (a, b, c) in radians [3] -> [3, 3]."""
+    c, s = torch.cos(angles), torch.sin(angles)
+    one, zero = torch.ones_like(angles[0]), torch.zeros_like(angles[0])
+    rx = torch.stack([one, zero, zero, zero, c[0], -s[0], zero, s[0], c[0]]).view(3, 3)
+    ry = torch.stack([c[1], zero, s[1], zero, one, zero, -s[1], zero, c[1]]).view(3, 3)
+    rz = torch.stack([c[2], -s[2], zero, s[2], c[2], zero, zero, zero, one]).view(3, 3)
+    return rx @ ry @ rz
+
+
+def composite_dense(sigmas: torch.Tensor, deltas: torch.Tensor, T_thresh: float):
+    """Per-sample weights along dense rays, with early termination.
+
+    Args:
+        sigmas, deltas: [N, S] densities and step lengths.
+        T_thresh: a ray stops after the first sample whose transmittance drops below this.
+    Returns:
+        weights [N, S] and the mask of samples the ray used [N, S] (bool).
+    """
+    tau = sigmas * deltas
+    # Transmittance before each sample, from an exclusive cumulative sum (exact gradients,
+    # unlike a cumprod through alphas that may be exactly 1).
+    trans = torch.exp(-(torch.cumsum(tau, dim=-1) - tau))
+    used = trans >= T_thresh
+    weights = (1 - torch.exp(-tau)) * trans * used
+    return weights, used
+
+
+class NeRFRenderer(nn.Module):
+    """Occupancy-grid state and rendering of the ER-NeRF head and torso.
+
+    Subclasses provide ``forward(x, d, enc_a, c, e)``, ``density(x, enc_a, e)``,
+    ``encode_audio(a)`` and ``forward_torso(x, poses, c)``.
+
+    Before training the trainer sets ``aud_features`` [N, A, T], ``eye_area`` [N, 1]
+    (or None) and ``poses`` [N, 4, 4] from the training set; ``update_extra_state``
+    draws random frames from them.
+    """
+
+    def __init__(self, opt, grid_size: int | None = None):
+        super().__init__()
+        self.opt = opt
+        self.bound = float(opt.bound)
+        self.cascade = 1 + math.ceil(math.log2(self.bound))
+        self.grid_size = int(grid_size if grid_size is not None else getattr(opt, "grid_size", 128))
+        H = self.grid_size
+        if H < 8 or H > 512 or H & (H - 1):
+            raise ValueError(f"grid_size must be a power of two in [8, 512] (Morton layout), got {H}")
+        self.density_scale = 1.0
+        self.min_near = opt.min_near
+        self.density_thresh = opt.density_thresh
+        self.density_thresh_torso = opt.density_thresh_torso
+        self.exp_eye = bool(opt.exp_eye)
+        self.torso = bool(opt.torso)
+        self.train_camera = bool(opt.train_camera)
+        self.testing = False
+
+        b = self.bound
+        aabb = torch.tensor([-b, -b / 2, -b, b, b / 2, b])
+        self.register_buffer("aabb_train", aabb)
+        self.register_buffer("aabb_infer", aabb.clone())
+
+        self.individual_dim = int(opt.ind_dim)
+        if self.individual_dim > 0:
+            self.individual_codes = nn.Parameter(torch.randn(opt.ind_num, self.individual_dim) * 0.1)
+        self.individual_dim_torso = int(opt.ind_dim_torso) if self.torso else 0
+        if self.individual_dim_torso > 0:
+            self.individual_codes_torso = nn.Parameter(torch.randn(opt.ind_num, self.individual_dim_torso) * 0.1)
+        if self.train_camera:
+            self.camera_dR = nn.Parameter(torch.zeros(opt.ind_num, 3))  # Euler angles, degrees
+            self.camera_dT = nn.Parameter(torch.zeros(opt.ind_num, 3))
+
+        # Head occupancy: sigma per cell in Morton order, and its packed bitfield.
+        self.register_buffer("density_grid", torch.zeros(self.cascade, H ** 3))
+        self.register_buffer("density_bitfield", torch.zeros(self.cascade * H ** 3 // 8, dtype=torch.uint8))
+        self.mean_density = 0.0
+        self.iter_density = 0
+        if self.torso:
+            # Torso occupancy: alpha per image-plane cell, stored row c1, column c0.
+            self.register_buffer("density_grid_torso", torch.zeros(H ** 2))
+        self.mean_density_torso = 0.0
+
+        self.aud_features: torch.Tensor | None = None
+        self.eye_area: torch.Tensor | None = None
+        self.poses: torch.Tensor | None = None
+        # Previous audio code for --smooth_lips (inference only); reset between videos.
+        self.prev_enc_a: torch.Tensor | None = None
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _codes(self, index) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+        """Frame index, head code [1, ind_dim] and torso code [1, ind_dim_torso] for a batch.
+
+        Training uses the frame's own codes; evaluation always uses code 0.
+        """
+        idx = int(torch.as_tensor(index).reshape(-1)[0]) if self.training else 0
+        code = self.individual_codes[idx:idx + 1] if self.individual_dim > 0 else None
+        code_torso = self.individual_codes_torso[idx:idx + 1] if self.individual_dim_torso > 0 else None
+        return idx, code, code_torso
+
+    def _refine_camera(self, rays_o: torch.Tensor, rays_d: torch.Tensor, index) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply the learned per-frame camera correction (``--train_camera``) to rays [N, 3]."""
+        if not self.train_camera or not (self.training or self.opt.test_train):
+            return rays_o, rays_d
+        idx = int(torch.as_tensor(index).reshape(-1)[0])
+        rot = euler_xyz_to_matrix(self.camera_dR[idx] / 180 * math.pi + 1e-8)
+        return rays_o + self.camera_dT[idx], rays_d @ rot
+
+    def _encode_audio_smoothed(self, auds: torch.Tensor | None) -> torch.Tensor | None:
+        enc_a = self.encode_audio(auds)
+        if self.opt.smooth_lips and not self.training and enc_a is not None:
+            if self.prev_enc_a is not None:
+                enc_a = 0.35 * self.prev_enc_a + 0.65 * enc_a
+            self.prev_enc_a = enc_a.detach()
+        return enc_a
+
+    @staticmethod
+    def _flat_bg(bg_color, n: int, ref: torch.Tensor) -> torch.Tensor:
+        """Background colour as [n, 3] from None (white), a scalar, [3] or [..., n, 3]."""
+        if bg_color is None:
+            bg_color = 1.0
+        bg = torch.as_tensor(bg_color, dtype=ref.dtype, device=ref.device)
+        if bg.numel() in (1, 3):
+            return bg.reshape(1, -1).expand(n, 3)
+        return bg.reshape(n, 3)
+
+    # ---- head samplers -----------------------------------------------------------------
+
+    def _head_stratified(self, rays_o, rays_d, nears, fars, enc_a, code, eye, perturb, T_thresh):
+        """Pure-torch sampler: ``opt.num_steps`` samples per ray, one per equal bin of [near, far]."""
+        S = int(self.opt.num_steps)
+        chunk = max(int(self.opt.max_ray_batch), 1)
+        aabb = self.aabb_train if self.training else self.aabb_infer
+        parts = []
+        for s in range(0, rays_o.shape[0], chunk):
+            o, d, near, far = rays_o[s:s + chunk], rays_d[s:s + chunk], nears[s:s + chunk], fars[s:s + chunk]
+            n = o.shape[0]
+            step = ((far - near) / S)[:, None].expand(n, S)  # [n, S]
+            jitter = torch.rand(n, S, device=o.device) if perturb else torch.full((n, S), 0.5, device=o.device)
+            ts = near[:, None] + step * (torch.arange(S, device=o.device) + jitter)  # [n, S]
+            xyzs = torch.minimum(torch.maximum(o[:, None] + d[:, None] * ts[..., None], aabb[:3]), aabb[3:])
+            dirs = d[:, None].expand(n, S, 3)
+            sigma, rgb, amb_aud, amb_eye, unc = self(xyzs.reshape(-1, 3), dirs.reshape(-1, 3), enc_a, code, eye)
+            weights, used = composite_dense(sigma.float().view(n, S), step, T_thresh)
+            parts.append({
+                "weights_sum": weights.sum(-1),
+                "depth": (weights * (ts + step)).sum(-1),
+                "image": (weights[..., None] * rgb.float().view(n, S, 3)).sum(-2),
+                "ambient_aud": (amb_aud.float().view(n, S) * used).sum(-1),
+                "ambient_eye": (amb_eye.float().view(n, S) * used).sum(-1),
+                "uncertainty": (weights * unc.float().view(n, S)).sum(-1),
+                "xyzs": xyzs.reshape(-1, 3),
+                "dirs": dirs.reshape(-1, 3),
+            })
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def _head_march(self, rays_o, rays_d, nears, fars, enc_a, code, eye, dt_gamma, perturb, max_steps, T_thresh):
+        """Occupancy-grid marching (``raymarching``): all samples at once with gradients, or
+        without gradients a few samples per alive ray per round, dropping finished rays."""
+        samples = {}
+
+        def fn(xyzs, dirs):
+            samples.update(xyzs=xyzs, dirs=dirs)  # kept for the regulariser (training: one call)
+            sigma, rgb, amb_aud, amb_eye, unc = self(xyzs, dirs, enc_a, code, eye)
+            extras = {"ambient_aud": amb_aud.float().view(-1), "ambient_eye": amb_eye.float().view(-1),
+                      "uncertainty": unc.float().view(-1)}
+            return sigma.float(), rgb.float(), extras
+
+        kw = dict(bound=self.bound, C=self.cascade, H=self.grid_size, dt_gamma=dt_gamma, max_steps=max_steps,
+                  T_thresh=T_thresh, perturb=perturb)
+        if torch.is_grad_enabled():
+            out, _ = raymarching.render_train(rays_o, rays_d, nears, fars, self.density_bitfield, fn, **kw)
+        else:
+            out = raymarching.render_inference(rays_o, rays_d, nears, fars, self.density_bitfield, fn, **kw)
+        return {"weights_sum": out.weights_sum, "depth": out.depth, "image": out.image,
+                "ambient_aud": out.ambient_aud_sum, "ambient_eye": out.ambient_eye_sum,
+                "uncertainty": out.uncertainty_sum, **samples}
+
+    # ---- rendering ---------------------------------------------------------------------
+
+    def run_torso(self, rays_o: torch.Tensor, bg_coords: torch.Tensor, poses: torch.Tensor, index=0,
+                  bg_color=None) -> dict:
+        """Composite the torso over the background.
+
+        Args:
+            rays_o: [N, 3] (device/dtype reference only).
+            bg_coords: [N, 2] pixel coordinates in [-1, 1] (row, col).
+            poses: [1, 4, 4] head pose.
+            index: frame index (selects the torso code when training).
+            bg_color: background [N, 3], [3], scalar or None (white).
+        Returns:
+            ``bg_color`` [N, 3] (torso over background); with the torso branch also
+            ``torso_alpha`` [N, 1], ``torso_color`` [N, 3] (same composite) and ``deform`` [M, 2]
+            for the M pixels inside the torso occupancy.
+        """
+        N = rays_o.shape[0]
+        bg = self._flat_bg(bg_color, N, rays_o)
+        if not self.torso:
+            return {"bg_color": bg}
+        _, _, code = self._codes(index)
+        H = self.grid_size
+        occupancy = F.grid_sample(self.density_grid_torso.view(1, 1, H, H), bg_coords.reshape(1, -1, 1, 2).float(),
+                                  align_corners=True).view(-1)
+        mask = occupancy > min(self.density_thresh_torso, self.mean_density_torso)
+        rows = mask.nonzero()[:, 0]
+        torso_alpha, torso_rgb = rays_o.new_zeros(N, 1), rays_o.new_zeros(N, 3)
+        deform = rays_o.new_zeros(0, 2)
+        if rows.numel() > 0:
+            alpha, color, deform = self.forward_torso(bg_coords.reshape(-1, 2)[rows].float(), poses.float(), code)
+            torso_alpha = torso_alpha.index_put((rows,), alpha.float())
+            torso_rgb = torso_rgb.index_put((rows,), color.float())
+        composite = torso_rgb * torso_alpha + bg * (1 - torso_alpha)
+        return {"bg_color": composite, "torso_alpha": torso_alpha, "torso_color": composite, "deform": deform}
+
+    def render(self, rays_o: torch.Tensor, rays_d: torch.Tensor, auds: torch.Tensor | None,
+               bg_coords: torch.Tensor, poses: torch.Tensor, eye: torch.Tensor | None = None, index=0,
+               dt_gamma: float = 0.0, bg_color=None, perturb: bool = False, force_all_rays: bool = False,
+               max_steps: int = 16, T_thresh: float = 1e-4) -> dict:
+        """Render the rays of one frame: head over (torso over background).
+
+        Args:
+            rays_o, rays_d: ray origins and unit directions [B, N, 3] (B = 1 frame).
+            auds: audio window [8, A, T] (att 1/2) or [1, A, T].
+            bg_coords: [B, N, 2] pixel coordinates in [-1, 1] (torso branch).
+            poses: [1, 4, 4] head pose (torso branch).
+            eye: eye area [1, 1] (exp_eye).
+            index: frame index (codes, camera refinement) when training.
+            dt_gamma: marching step growth (``cuda_ray``).
+            bg_color: background, [B, N, 3], [3], scalar or None (white).
+            perturb: jitter sample positions (training).
+            force_all_rays: accepted for reference compatibility; the deterministic
+                marcher never drops rays.
+            max_steps: samples per ray of the marcher.
+            T_thresh: early-termination transmittance.
+        Returns:
+            ``image`` [B, N, 3] in [0, 1], ``depth`` [B, N] (normalised to [0, 1] between
+            near and far), ``weights_sum``, ``ambient_aud``, ``ambient_eye``, ``uncertainty``
+            [B, N]; with the torso branch ``torso_alpha`` [B, N, 1], ``torso_color`` [B, N, 3];
+            when training with gradients ``rays`` = (xyzs [M, 3], dirs [M, 3], enc_a [1, 32],
+            ind_code [1, ind_dim] or None, eye) for the smoothness regulariser.
+        """
+        prefix = rays_o.shape[:-1]
+        rays_o, rays_d = rays_o.reshape(-1, 3).float(), rays_d.reshape(-1, 3).float()
+        rays_o, rays_d = self._refine_camera(rays_o, rays_d, index)
+        aabb = self.aabb_train if self.training else self.aabb_infer
+        nears, fars = near_far_from_aabb(rays_o, rays_d, aabb, self.min_near)
+        enc_a = self._encode_audio_smoothed(auds)
+        _, code, _ = self._codes(index)
+        eye = eye.reshape(1, 1).float() if (self.exp_eye and eye is not None) else None
+        if self.exp_eye and eye is None:
+            raise ValueError("the model was built with --exp_eye (-O): render() needs eye [1, 1]")
+
+        if self.opt.cuda_ray:
+            head = self._head_march(rays_o, rays_d, nears, fars, enc_a, code, eye, dt_gamma, perturb, max_steps,
+                                    T_thresh)
+        else:
+            head = self._head_stratified(rays_o, rays_d, nears, fars, enc_a, code, eye, perturb, T_thresh)
+
+        torso = self.run_torso(rays_o, bg_coords, poses, index, bg_color)
+        image = (head["image"] + (1 - head["weights_sum"])[:, None] * torso["bg_color"]).clamp(0, 1)
+        hit = fars > nears
+        depth = torch.where(hit, (head["depth"] - nears).clamp(min=0) / torch.where(hit, fars - nears, 1.0), 0.0)
+
+        results = {"image": image.view(*prefix, 3), "depth": depth.view(prefix)}
+        for key in ("weights_sum", "ambient_aud", "ambient_eye", "uncertainty"):
+            results[key] = head[key].view(prefix)
+        if self.torso:
+            results["torso_alpha"] = torso["torso_alpha"].view(*prefix, 1)
+            results["torso_color"] = torso["torso_color"].view(*prefix, 3)
+        if self.training and torch.is_grad_enabled():
+            results["rays"] = (head["xyzs"], head["dirs"], enc_a, code, eye)
+        return results
+
+    def render_torso(self, rays_o: torch.Tensor, rays_d: torch.Tensor, auds: torch.Tensor | None,
+                     bg_coords: torch.Tensor, poses: torch.Tensor, eye: torch.Tensor | None = None, index=0,
+                     bg_color=None, **unused) -> dict:
+        """Torso-only render used for torso training (the head is not rendered).
+
+        Args as ``render``; ``rays_d``, ``auds``, ``eye`` and the marching keywords are
+        accepted so both calls share one argument list.
+        Returns:
+            ``torso_alpha`` [B, N, 1], ``torso_color`` [B, N, 3] (torso over ``bg_color``),
+            ``image`` (= torso_color), ``deform`` [M, 2].
+        """
+        if not self.torso:
+            raise ValueError("render_torso needs a model built with --torso")
+        prefix = rays_o.shape[:-1]
+        out = self.run_torso(rays_o.reshape(-1, 3).float(), bg_coords, poses, index, bg_color)
+        color = out["torso_color"].view(*prefix, 3)
+        return {"torso_alpha": out["torso_alpha"].view(*prefix, 1), "torso_color": color, "image": color,
+                "deform": out["deform"]}
+
+    # ---- occupancy grids ---------------------------------------------------------------
+
+    def _cell_centres(self, indices: torch.Tensor, cas: int) -> tuple[torch.Tensor, float]:
+        """World positions [M, 3] of Morton-indexed cells of cascade ``cas``, and half a cell."""
+        H = self.grid_size
+        bound_c = min(2 ** cas, self.bound)
+        half = bound_c / H
+        coords = raymarching.morton3D_invert(indices.int()).float()  # [M, 3]
+        return (2 * coords / (H - 1) - 1) * (bound_c - half), half
+
+    @torch.no_grad()
+    def mark_untrained_grid(self, poses: torch.Tensor, intrinsics: torch.Tensor, S: int = 64) -> None:
+        """Set cells that no training camera sees to -1, so they stay empty for good.
+
+        Args:
+            poses: training camera-to-world matrices [N, 4, 4].
+            intrinsics: (fx, fy, cx, cy) [4].
+            S: cells are processed in Morton blocks of S³ (memory vs. speed).
+        """
+        fx, fy, cx, cy = [float(v) for v in intrinsics]
+        poses = poses.to(self.density_grid.device).float()
+        rot, trans = poses[:, :3, :3], poses[:, :3, 3]  # [N, 3, 3], [N, 3]
+        block = S ** 3
+        cam_chunk = 64
+        for cas in range(self.cascade):
+            for start in range(0, self.grid_size ** 3, block):
+                idx = torch.arange(start, min(start + block, self.grid_size ** 3), device=poses.device)
+                pts, half = self._cell_centres(idx, cas)
+                seen = torch.zeros(idx.numel(), dtype=torch.bool, device=poses.device)
+                for c in range(0, poses.shape[0], cam_chunk):
+                    todo = (~seen).nonzero()[:, 0]
+                    if todo.numel() == 0:
+                        break
+                    # Camera-space coordinates: (p - t) @ R for every camera of the chunk.
+                    cam = torch.einsum("mk,nkj->nmj", pts[todo], rot[c:c + cam_chunk]) \
+                        - torch.einsum("nk,nkj->nj", trans[c:c + cam_chunk], rot[c:c + cam_chunk])[:, None]
+                    z = cam[..., 2]
+                    visible = (z > 0) & (cam[..., 0].abs() < cx / fx * z + 2 * half) \
+                        & (cam[..., 1].abs() < cy / fy * z + 2 * half)
+                    seen[todo] |= visible.any(dim=0)
+                self.density_grid[cas, idx[~seen]] = -1
+
+    @torch.no_grad()
+    def update_extra_state(self, decay: float = 0.95, S: int = 64) -> None:
+        """Refresh the occupancy grids from the current network (every few training steps).
+
+        Head (``cuda_ray``, not torso mode): sigma at a jittered point of every cell, for a
+        random training frame's audio/eye; 6-neighbour dilation; decayed running max;
+        bitfield thresholded at ``min(mean_density, density_thresh)``. Torso: alpha on the
+        image-plane grid for a random pose, 5x5 max-pool dilation, decayed running max.
+        On the CPU one head update costs one network evaluation of grid_size³ points.
+
+        Args:
+            decay: running-max decay of old grid values.
+            S: head cells are evaluated in Morton blocks of S³ points (memory vs. speed).
+        """
+        if self.torso:
+            self._update_torso_grid(decay)
+        elif self.opt.cuda_ray:
+            self._update_head_grid(decay, S)
+
+    def _update_head_grid(self, decay: float, S: int) -> None:
+        if self.aud_features is None:
+            raise ValueError("update_extra_state needs model.aud_features (set it from the training set)")
+        device = self.density_grid.device
+        r = int(torch.randint(self.aud_features.shape[0], (1,)))
+        enc_a = self.encode_audio(audio_window(self.aud_features, self.att, r).to(device))
+        eye = None
+        if self.exp_eye:
+            if self.eye_area is None:
+                raise ValueError("update_extra_state needs model.eye_area with --exp_eye")
+            eye = self.eye_area[r % self.eye_area.shape[0]].reshape(1, 1).to(device).float()
+        H3 = self.grid_size ** 3
+        fresh = torch.empty_like(self.density_grid)
+        for cas in range(self.cascade):
+            for start in range(0, H3, S ** 3):
+                idx = torch.arange(start, min(start + S ** 3, H3), device=device)
+                pts, half = self._cell_centres(idx, cas)
+                pts = pts + (torch.rand_like(pts) * 2 - 1) * half
+                fresh[cas, idx] = self.density(pts, enc_a, eye)["sigma"].float() * self.density_scale
+        fresh = raymarching.morton3D_dilation(fresh)
+        valid = (self.density_grid >= 0) & (fresh >= 0)
+        self.density_grid.copy_(torch.where(valid, torch.maximum(self.density_grid * decay, fresh), self.density_grid))
+        self.mean_density = float(self.density_grid.clamp(min=0).mean())
+        self.iter_density += 1
+        self.density_bitfield.copy_(
+            raymarching.packbits(self.density_grid, min(self.mean_density, self.density_thresh)))
+
+    def _update_torso_grid(self, decay: float) -> None:
+        if self.poses is None:
+            raise ValueError("update_extra_state needs model.poses (set it from the training set)")
+        H = self.grid_size
+        device = self.density_grid_torso.device
+        r = int(torch.randint(self.poses.shape[0], (1,)))
+        pose = self.poses[r:r + 1].to(device).float()
+        code = self.individual_codes_torso[r:r + 1] if self.individual_dim_torso > 0 else None
+        cells = torch.arange(H, device=device, dtype=torch.float32)
+        c1, c0 = torch.meshgrid(cells, cells, indexing="ij")  # row-major: flat index c1 * H + c0
+        xy = torch.stack([c0.reshape(-1), c1.reshape(-1)], dim=-1)
+        xy = (2 * xy / (H - 1) - 1) * (1 - 1 / H) + (torch.rand_like(xy) * 2 - 1) / H
+        alpha = self.forward_torso(xy, pose, code)[0].float().view(1, 1, H, H)
+        alpha = F.max_pool2d(alpha, kernel_size=5, stride=1, padding=2).view(-1)
+        self.density_grid_torso.copy_(torch.maximum(self.density_grid_torso * decay, alpha))
+        self.mean_density_torso = float(self.density_grid_torso.mean())

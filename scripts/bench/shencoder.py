@@ -1,0 +1,29 @@
+"""Spherical-harmonics benchmark: forward+backward of 2^16 unit directions at degree 4."""
+from __future__ import annotations
+
+import torch
+
+from shencoder import SHEncoder
+from shencoder.backend import BACKENDS
+
+from . import available_backends, forced_backend, median_ms
+
+
+def run(quick: bool = False) -> dict:
+    """Median milliseconds per forward+backward (gradient w.r.t. the directions) per backend."""
+    repeats = 3 if quick else 9
+    result: dict = {"points": 2 ** 16, "degree": 4, "repeats": repeats}
+    encoder = SHEncoder(degree=4)
+    for backend in available_backends(BACKENDS):
+        device = "cuda" if backend == "cuda" else "cpu"
+        torch.manual_seed(0)
+        dirs = torch.nn.functional.normalize(torch.randn(2 ** 16, 3, device=device), dim=-1).requires_grad_()
+
+        def step():
+            encoder(dirs).square().sum().backward()  # [N, 16] basis
+
+        with forced_backend("shencoder", backend):
+            result[f"{backend}_ms"] = round(median_ms(step, repeats, device), 3)
+    if "cpp_ms" in result:
+        result["cpp_over_torch_speedup"] = round(result["torch_ms"] / result["cpp_ms"], 2)
+    return result

@@ -1,0 +1,113 @@
+"""Training and inference speed of the reference configuration, per kernel backend.
+
+    .venv/bin/python scripts/bench_train.py [--size 450] [--steps 5] [--backends torch,cpp]
+
+Builds a small synthetic subject at ``--size``² (cached under ``--data``), then for each
+backend (``torch`` and ``cpp`` on the CPU, plus ``cuda`` when a GPU is present) times
+``--steps`` training steps of the reference config (``-O``, 65536 rays, 128³ occupancy grid,
+grid refresh every 16 steps, timed after one warm-up step) and the rendering of full
+frames. Prints one JSON object: ``{"config": ..., "results": {backend: {"train_it_s",
+"infer_fps", ...}}}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_backend(backend: str, data: Path, args) -> dict:
+    from nerf_triplane.network import NeRFNetwork
+    from nerf_triplane.options import parse_args
+    from nerf_triplane.provider import NeRFDataset
+    from nerf_triplane.trainer import Trainer, _to_device
+
+    os.environ["ERNERF_BACKEND"] = backend
+    device = torch.device("cuda" if backend == "cuda" else "cpu")
+    with tempfile.TemporaryDirectory() as ws:
+        opt = parse_args([str(data), "--workspace", ws, "-O", "--num_rays", str(args.num_rays),
+                          "--iters", "100000", "--preload", "1"])
+        torch.manual_seed(0)
+        train_set = NeRFDataset(opt, device=device, type="train")
+        model = NeRFNetwork(opt, audio_dim=train_set.audio_dim).to(device)
+        trainer = Trainer(opt, model, ws, device, train=True)
+        trainer._set_train_data(train_set)
+        from torch.utils.tensorboard import SummaryWriter
+
+        trainer.writer = SummaryWriter(str(Path(ws) / "run"))
+        model.mark_untrained_grid(train_set.poses, train_set.intrinsics)
+        loader = train_set.dataloader()
+
+        def batch(k: int) -> dict:
+            return _to_device(loader.collate_fn([k % len(loader.dataset)]), device)
+
+        trainer._optimise(batch(0))  # warm-up: first grid refresh, kernel compilation
+        _sync(device)
+        t0 = time.perf_counter()
+        for k in range(args.steps):
+            trainer._optimise(batch(k + 1))
+        _sync(device)
+        train_s = (time.perf_counter() - t0) / args.steps
+        trainer.writer.close()
+
+        test_set = NeRFDataset(opt, device=device, type="test")
+        test_loader = test_set.dataloader()
+        model.eval()
+        frames = [_to_device(test_loader.collate_fn([k]), device) for k in range(args.frames + 1)]
+        trainer.render_frame(frames[0], testing=True)  # warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        for data in frames[1:]:
+            trainer.render_frame(data, testing=True)
+        _sync(device)
+        infer_s = (time.perf_counter() - t0) / args.frames
+    return {"train_it_s": round(1 / train_s, 4), "train_s_per_it": round(train_s, 3),
+            "infer_fps": round(1 / infer_s, 4), "infer_s_per_frame": round(infer_s, 3),
+            "steps": args.steps, "frames": args.frames, "device": str(device),
+            "mean_density": round(float(model.mean_density), 4)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=450, help="image side in pixels")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per backend")
+    parser.add_argument("--frames", type=int, default=2, help="timed rendered frames per backend")
+    parser.add_argument("--num_rays", type=int, default=65536, help="rays per training step (reference 65536)")
+    parser.add_argument("--backends", type=str, default="", help="comma list (default: torch,cpp[,cuda])")
+    parser.add_argument("--data", type=str, default="", help="synthetic subject folder (default: a cache dir)")
+    args = parser.parse_args(argv)
+
+    from data_utils.synthetic import make_synthetic_subject
+
+    data = Path(args.data or Path.home() / ".cache" / "ernerf" / f"bench_synthetic_{args.size}")
+    if not (data / "transforms_val.json").is_file():
+        # 22 frames: 20 train + 2 test, enough for a few steps and frames.
+        make_synthetic_subject(data, n_frames=22, size=args.size, seed=0)
+    backends = args.backends.split(",") if args.backends else ["torch", "cpp"] + (
+        ["cuda"] if torch.cuda.is_available() else [])
+    results = {}
+    for backend in backends:
+        print(f"[bench] {backend} ...", file=sys.stderr, flush=True)
+        results[backend] = bench_backend(backend, data, args)
+    report = {"config": {"size": args.size, "num_rays": args.num_rays, "grid_size": 128, "max_steps": 16,
+                         "preset": "-O", "torch_threads": torch.get_num_threads()},
+              "results": results}
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

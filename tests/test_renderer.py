@@ -1,0 +1,263 @@
+"""NeRFRenderer on analytic scenes: compositing, occupancy grids, torso order (CPU, small)."""
+import math
+
+import pytest
+import torch
+
+import raymarching
+from nerf_triplane.network import NeRFNetwork
+from nerf_triplane.options import parse_args
+from nerf_triplane.renderer import audio_window, composite_dense, near_far_from_aabb
+
+RADIUS = 0.3
+COLOUR = torch.tensor([0.2, 0.6, 0.9])
+BG = torch.tensor([0.1, 0.1, 0.1])
+
+
+def make_model(*flags, grid_size=16):
+    opt = parse_args(["unused_folder", "--grid_size", str(grid_size), "--ind_num", "8", *flags])
+    model = NeRFNetwork(opt, audio_dim=32)
+    model.aud_features = torch.randn(6, 32, 16)
+    model.eye_area = torch.rand(6, 1)
+    model.poses = torch.eye(4).repeat(6, 1, 1)
+    return model
+
+
+def use_sphere(model, sigma_in):
+    """Replace the head by a sphere of radius RADIUS, density sigma_in and colour COLOUR."""
+
+    def sigma_of(x):
+        return torch.where(x.norm(dim=-1) < RADIUS, sigma_in, 0.0)
+
+    def forward(x, d, enc_a, c, e=None):
+        n = x.shape[0]
+        return sigma_of(x), COLOUR.expand(n, 3), torch.ones(n, 1), torch.full((n, 1), 0.5), torch.full((n,), 2.0)
+
+    def density(x, enc_a, e=None, enc_x=None):
+        return {"sigma": sigma_of(x)}
+
+    model.forward = forward
+    model.density = density
+
+
+def rays_towards_minus_z(offsets):
+    """Rays from (x, y, 2) along -z; offsets [N, 2] -> rays_o, rays_d [1, N, 3]."""
+    n = offsets.shape[0]
+    rays_o = torch.cat([offsets, torch.full((n, 1), 2.0)], dim=-1)[None]
+    rays_d = torch.tensor([0.0, 0.0, -1.0]).expand(1, n, 3).contiguous()
+    return rays_o, rays_d
+
+
+def render(model, rays_o, rays_d, **kw):
+    n = rays_o.shape[1]
+    args = dict(auds=torch.randn(8, 32, 16), bg_coords=torch.zeros(1, n, 2), poses=torch.eye(4)[None],
+                bg_color=BG, eye=torch.tensor([[0.5]]))
+    args.update(kw)
+    return model.render(rays_o, rays_d, **args)
+
+
+OFFSETS = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.2], [0.25, 0.0], [0.6, 0.0]])
+
+
+def closed_form_opacity(sigma_in):
+    rho2 = (OFFSETS ** 2).sum(-1)
+    chord = 2 * torch.sqrt((RADIUS ** 2 - rho2).clamp(min=0))
+    return 1 - torch.exp(-sigma_in * chord)
+
+
+def test_audio_window_padding():
+    feats = torch.arange(1, 7, dtype=torch.float32)[:, None, None].expand(6, 2, 3)
+    assert audio_window(feats, 0, 3)[:, 0, 0].tolist() == [4]
+    assert audio_window(feats, 1, 2)[:, 0, 0].tolist() == [0] * 6 + [1, 2]
+    assert audio_window(feats, 2, 0)[:, 0, 0].tolist() == [0] * 4 + [1, 2, 3, 4]
+    assert audio_window(feats, 2, 5)[:, 0, 0].tolist() == [2, 3, 4, 5, 6, 0, 0, 0]
+
+
+def test_near_far_and_miss():
+    aabb = torch.tensor([-1.0, -0.5, -1.0, 1.0, 0.5, 1.0])
+    o = torch.tensor([[0.0, 0.0, 2.0], [0.0, 2.0, 2.0], [0.0, 0.0, 0.0]])
+    d = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+    nears, fars = near_far_from_aabb(o, d, aabb, 0.05)
+    torch.testing.assert_close(nears, torch.tensor([1.0, nears[1], 0.05]))
+    torch.testing.assert_close(fars, torch.tensor([3.0, nears[1], 1.0]))
+
+
+def test_composite_dense_stops_after_opaque_sample():
+    sigmas = torch.tensor([[0.0, 1e4, 1.0, 1.0]])
+    weights, used = composite_dense(sigmas, torch.full((1, 4), 0.1), 1e-4)
+    assert used.tolist() == [[True, True, False, False]]
+    torch.testing.assert_close(weights, torch.tensor([[0.0, 1.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("cuda_ray", [False, True])
+def test_translucent_sphere_matches_closed_form(cuda_ray):
+    sigma_in = 3.0
+    flags = ["--num_steps", "512"] + (["--cuda_ray"] if cuda_ray else [])
+    model = make_model(*flags).eval()
+    use_sphere(model, sigma_in)
+    if cuda_ray:
+        model.update_extra_state()
+    rays_o, rays_d = rays_towards_minus_z(OFFSETS)
+    with torch.no_grad():
+        out = render(model, rays_o, rays_d, max_steps=1024)
+    opacity = closed_form_opacity(sigma_in)
+    torch.testing.assert_close(out["weights_sum"][0], opacity, atol=0.02, rtol=0)
+    expected = COLOUR * opacity[:, None] + BG * (1 - opacity[:, None])
+    torch.testing.assert_close(out["image"][0], expected, atol=0.02, rtol=0)
+    torch.testing.assert_close(out["uncertainty"][0], 2.0 * out["weights_sum"][0])
+    # The last ray misses the sphere: no occupied cells to march, or 512 free-space samples.
+    assert float(out["ambient_aud"][0, -1]) == (0.0 if cuda_ray else 512.0)
+    assert (out["ambient_eye"][0] <= out["ambient_aud"][0]).all()
+
+
+@pytest.mark.parametrize("cuda_ray", [False, True])
+def test_opaque_sphere_depth(cuda_ray):
+    flags = ["--num_steps", "512"] + (["--cuda_ray"] if cuda_ray else [])
+    model = make_model(*flags).eval()
+    use_sphere(model, 500.0)
+    if cuda_ray:
+        model.update_extra_state()
+    rays_o, rays_d = rays_towards_minus_z(OFFSETS[:3])
+    with torch.no_grad():
+        out = render(model, rays_o, rays_d, max_steps=1024)
+    hit = 2 - torch.sqrt(RADIUS ** 2 - (OFFSETS[:3] ** 2).sum(-1))
+    # near = 1, far = 3 for these rays
+    torch.testing.assert_close(out["depth"][0], (hit - 1) / 2, atol=0.01, rtol=0)
+    torch.testing.assert_close(out["weights_sum"][0], torch.ones(3), atol=1e-3, rtol=0)
+
+
+def test_update_extra_state_marks_the_sphere():
+    model = make_model("--cuda_ray", grid_size=16).eval()
+    use_sphere(model, 20.0)
+    model.update_extra_state()
+    H = model.grid_size
+    coords = raymarching.morton3D_invert(torch.arange(H ** 3, dtype=torch.int32)).long()
+    centres = (2 * coords.float() / (H - 1) - 1) * (1 - 1 / H)
+    dist = centres.norm(dim=-1)
+    grid = model.density_grid[0]
+    bits = ((model.density_bitfield[:, None] >> torch.arange(8, dtype=torch.uint8)) & 1).reshape(-1).bool()
+    assert (grid[dist < RADIUS - 0.1] == 20.0).all() and bits[dist < RADIUS - 0.1].all()
+    far = dist > RADIUS + 0.3
+    assert (grid[far] == 0).all() and not bits[far].any()
+    assert 0 < model.mean_density < 20.0
+    # Decayed running max: an empty scene halves nothing but the decay.
+    use_sphere(model, 0.0)
+    model.update_extra_state(decay=0.5)
+    assert (model.density_grid[0][dist < RADIUS - 0.1] == 10.0).all()
+
+
+def test_mark_untrained_grid():
+    model = make_model("--cuda_ray", grid_size=16)
+    pose = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+    pose[2, 3] = 3.0
+    model.mark_untrained_grid(pose[None], torch.tensor([100.0, 100.0, 10.0, 10.0]), S=8)
+    H = model.grid_size
+    wanted = torch.tensor([[H // 2, H // 2, H // 2], [H - 1, H // 2, H // 2], [0, 0, 0]], dtype=torch.int32)
+    idx = raymarching.morton3D(wanted).long()
+    assert model.density_grid[0, idx].tolist() == [0.0, -1.0, -1.0]
+
+
+@pytest.mark.parametrize("cuda_ray", [False, True])
+def test_training_and_inference_agree(cuda_ray):
+    model = make_model(*(["--cuda_ray"] if cuda_ray else []), "--exp_eye")
+    model.density_grid.fill_(1.0)
+    model.density_bitfield.copy_(raymarching.packbits(model.density_grid, 0.5))
+    g = torch.Generator().manual_seed(1)
+    rays_o = torch.tensor([0.0, 0.0, 2.0]) + 0.2 * torch.randn(1, 40, 3, generator=g)
+    rays_d = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.2 * torch.randn(1, 40, 3, generator=g), dim=-1)
+    auds = torch.randn(8, 32, 16)
+    model.train()
+    train = render(model, rays_o, rays_d, auds=auds, index=0)
+    train["image"].sum().backward()
+    assert model.sigma_net.net[0].weight.grad.abs().sum() > 0
+    assert model.individual_codes.grad[0].abs().sum() > 0
+    xyzs, dirs, enc_a, code, eye = train["rays"]
+    assert xyzs.shape == dirs.shape and enc_a.shape == (1, 32) and code.shape == (1, 4) and eye.shape == (1, 1)
+    model.eval()
+    with torch.no_grad():
+        infer = render(model, rays_o, rays_d, auds=auds)
+    for key in ("image", "depth", "weights_sum", "uncertainty"):
+        torch.testing.assert_close(infer[key], train[key].detach(), atol=1e-3, rtol=0)
+
+
+def test_stratified_chunking_is_invisible():
+    model = make_model("--max_ray_batch", "7").eval()
+    rays_o, rays_d = rays_towards_minus_z(torch.rand(20, 2) * 0.6 - 0.3)
+    with torch.no_grad():
+        small = render(model, rays_o, rays_d)
+        model.opt.max_ray_batch = 4096
+        whole = render(model, rays_o, rays_d)
+    for key in small:
+        torch.testing.assert_close(small[key], whole[key])
+
+
+def use_half_torso(model):
+    """Torso of alpha 0.5 and pure red wherever bg_coords[..., 0] > 0."""
+
+    def forward_torso(x, poses, c=None):
+        alpha = (x[:, :1] > 0).float() * 0.5
+        return alpha, torch.tensor([1.0, 0.0, 0.0]).expand(x.shape[0], 3), torch.zeros_like(x)
+
+    model.forward_torso = forward_torso
+
+
+def test_torso_under_head_over_background():
+    model = make_model("--torso").eval()
+    use_sphere(model, 3.0)
+    use_half_torso(model)
+    model.density_grid_torso.fill_(1.0)
+    model.mean_density_torso = 1.0
+    rays_o, rays_d = rays_towards_minus_z(OFFSETS)
+    bg_coords = torch.tensor([[0.5, 0.0]]).expand(1, len(OFFSETS), 2)
+    with torch.no_grad():
+        out = render(model, rays_o, rays_d, bg_coords=bg_coords)
+    torso = 0.5 * torch.tensor([1.0, 0.0, 0.0]) + 0.5 * BG
+    torch.testing.assert_close(out["torso_color"][0], torso.expand(len(OFFSETS), 3))
+    torch.testing.assert_close(out["torso_alpha"][0], torch.full((len(OFFSETS), 1), 0.5))
+    ws = out["weights_sum"][0][:, None]
+    torch.testing.assert_close(out["image"][0], COLOUR * ws + (1 - ws) * torso)
+    torso_only = model.render_torso(rays_o, rays_d, None, bg_coords, torch.eye(4)[None], bg_color=BG)
+    torch.testing.assert_close(torso_only["torso_color"], out["torso_color"])
+
+
+def test_torso_grid_update_follows_bg_coords():
+    model = make_model("--torso")
+    use_half_torso(model)
+    model.update_extra_state()
+    n = 6
+    bg_coords = torch.stack([torch.linspace(-0.9, 0.9, n), torch.full((n,), 0.3)], dim=-1)[None]
+    out = model.run_torso(torch.zeros(n, 3), bg_coords, torch.eye(4)[None], bg_color=BG)
+    inside = bg_coords[0, :, 0] > 0.2
+    assert (out["torso_alpha"][inside] == 0.5).all()
+    assert (out["torso_alpha"][bg_coords[0, :, 0] < -0.2] == 0).all()
+    assert model.mean_density_torso == pytest.approx(float(model.density_grid_torso.mean()))
+
+
+def test_smooth_lips_blends_previous_code():
+    model = make_model("--smooth_lips").eval()
+    a1, a2 = torch.randn(8, 32, 16), torch.randn(8, 32, 16)
+    with torch.no_grad():
+        e1, e2 = model.encode_audio(a1), model.encode_audio(a2)
+        s1 = model._encode_audio_smoothed(a1)
+        s2 = model._encode_audio_smoothed(a2)
+    torch.testing.assert_close(s1, e1)
+    torch.testing.assert_close(s2, 0.35 * e1 + 0.65 * e2)
+
+
+def test_missing_eye_is_a_clear_error():
+    model = make_model("--exp_eye").eval()
+    rays_o, rays_d = rays_towards_minus_z(OFFSETS)
+    with pytest.raises(ValueError, match="eye"):
+        render(model, rays_o, rays_d, eye=None)
+
+
+def test_camera_refinement_moves_rays():
+    model = make_model("--train_camera").train()
+    with torch.no_grad():
+        model.camera_dT[3] = torch.tensor([0.1, 0.0, 0.0])
+        model.camera_dR[3] = torch.tensor([0.0, 0.0, 90.0])
+    o, d = model._refine_camera(torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]]), 3)
+    torch.testing.assert_close(o, torch.tensor([[0.1, 0.0, 0.0]]))
+    torch.testing.assert_close(d, torch.tensor([[0.0, -1.0, 0.0]]), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        assert math.isclose(float(model._refine_camera(o, d, 0)[1][0, 1]), -1.0, abs_tol=1e-6)

@@ -1,0 +1,157 @@
+"""Trainer on a tiny synthetic subject: learning, exact resume, EMA/LR schedule, checkpoints."""
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from nerf_triplane.options import parse_args
+from nerf_triplane.trainer import EMA, Trainer, lr_factor
+
+SUBJECT_FRAMES, SUBJECT_SIZE = 33, 64  # 30 train + 3 val frames of 64x64
+
+
+def tiny_subject(tmp_path_factory):
+    """The synthetic subject shared by the trainer and main tests (built once per session)."""
+    from data_utils.synthetic import make_synthetic_subject
+
+    path = tmp_path_factory.getbasetemp() / f"synthetic_{SUBJECT_FRAMES}_{SUBJECT_SIZE}"
+    if not (path / "transforms_val.json").exists():
+        make_synthetic_subject(path, n_frames=SUBJECT_FRAMES, size=SUBJECT_SIZE, seed=0)
+    return path
+
+
+def tiny_args(folder, workspace, *extra):
+    """Small CPU config: few rays, a coarse occupancy grid."""
+    return [str(folder), "--workspace", str(workspace), "-O", "--num_rays", "1024", "--grid_size", "32",
+            *map(str, extra)]
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    return tiny_subject(tmp_path_factory)
+
+
+def build(opt):
+    from nerf_triplane.network import NeRFNetwork
+    from nerf_triplane.provider import NeRFDataset
+
+    train_set = NeRFDataset(opt, device="cpu", type="train")
+    model = NeRFNetwork(opt, audio_dim=train_set.audio_dim)
+    val_loader = NeRFDataset(opt, device="cpu", type="val").dataloader()
+    trainer = Trainer(opt, model, opt.workspace, "cpu", train=True)
+    return trainer, train_set.dataloader(), val_loader
+
+
+@pytest.mark.slow
+def test_training_learns(subject, tmp_path):
+    opt = parse_args(tiny_args(subject, tmp_path / "ws", "--iters", 200, "--eval_interval", 1000))
+    torch.manual_seed(0)
+    trainer, train_loader, val_loader = build(opt)
+    before = trainer.evaluate(val_loader)["psnr"]
+    assert trainer.train(train_loader, val_loader)
+    after = trainer.evaluate(val_loader)["psnr"]
+    first, last = sum(trainer.losses[:20]) / 20, sum(trainer.losses[-20:]) / 20
+    assert trainer.global_step == 210  # ceil(200 / 30) = 7 full epochs
+    assert last < 0.5 * first, (first, last)
+    assert after > before + 5, (before, after)
+    ws = tmp_path / "ws"
+    # Last two epoch checkpoints, the EMA/"best" file, logs, opt and tensorboard events.
+    assert sorted(p.name for p in (ws / "checkpoints").iterdir()) == ["ngp.pth", "ngp_ep0006.pth", "ngp_ep0007.pth"]
+    assert "density_grid" not in torch.load(ws / "checkpoints" / "ngp.pth", weights_only=False)["model"]
+    assert "PSNR" in (ws / "log_ngp.txt").read_text()
+    assert "Namespace(" in (ws / "opt.txt").read_text()
+    assert list((ws / "run" / "ngp").glob("events.out.tfevents.*"))
+    assert (ws / "validation" / "ngp_ep0007_0001_rgb.png").is_file()
+
+
+@pytest.mark.slow
+def test_sigint_checkpoint_then_resume_gives_same_next_loss(subject, tmp_path):
+    args = tiny_args(subject, tmp_path / "ws", "--iters", 30, "--eval_interval", 1000)
+    stop_at = 12
+
+    torch.manual_seed(0)
+    reference, loader, _ = build(parse_args(args))
+    assert reference.train(loader)
+    assert len(reference.losses) == 30
+
+    # Same run, interrupted by a real SIGINT during step `stop_at`.
+    torch.manual_seed(0)
+    first, loader, _ = build(parse_args(args + ["--workspace", str(tmp_path / "ws2")]))
+    step = first._optimise
+
+    def optimise_and_interrupt(data):
+        out = step(data)
+        if first.global_step == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    first._optimise = optimise_and_interrupt
+    handler_before = signal.getsignal(signal.SIGINT)
+    assert first.train(loader) is False
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    assert first.losses == reference.losses[:stop_at]
+    saved = sorted(p.name for p in (tmp_path / "ws2" / "checkpoints").iterdir())
+    assert saved == [f"ngp_ep0001_step{stop_at:08d}.pth"]
+
+    # A fresh process-like start (other seed on purpose) resumes from the checkpoint.
+    torch.manual_seed(123)
+    resumed, loader, _ = build(parse_args(args + ["--workspace", str(tmp_path / "ws2")]))
+    resumed.load_checkpoint("latest")
+    assert (resumed.global_step, resumed.epoch, resumed.epoch_step) == (stop_at, 0, stop_at)
+    assert resumed.train(loader)
+    assert resumed.losses[0] == reference.losses[stop_at]
+    assert resumed.losses == pytest.approx(reference.losses[stop_at:], rel=1e-4)
+
+
+def test_lr_schedule_and_warmup():
+    assert lr_factor(0, 100, 0.5, 0) == 1.0
+    assert lr_factor(50, 100, 0.5, 0) == pytest.approx(0.5 ** 0.5)
+    assert lr_factor(100, 100, 0.05, 0) == pytest.approx(0.05)
+    assert lr_factor(4, 100, 0.5, 10) == pytest.approx(0.5 ** 0.04 * 0.5)
+    assert lr_factor(200, 100, 0.5, 0) == pytest.approx(0.5)
+
+
+def test_ema_warmup_decay_and_swap():
+    p = torch.nn.Parameter(torch.zeros(3))
+    frozen = torch.nn.Parameter(torch.ones(1), requires_grad=False)
+    ema = EMA([p, frozen], decay=0.95)
+    assert len(ema.shadow) == 1
+    with torch.no_grad():
+        p.fill_(1.0)
+    assert ema.update() == pytest.approx(2 / 11)
+    assert torch.allclose(ema.shadow[0], torch.full((3,), 1 - 2 / 11))
+    with ema.applied():
+        assert torch.allclose(p, torch.full((3,), 1 - 2 / 11))
+    assert torch.equal(p.detach(), torch.ones(3))
+    for _ in range(200):
+        last = ema.update()
+    assert last == 0.95
+    other = EMA([torch.nn.Parameter(torch.zeros(3))])
+    other.load_state_dict(ema.state_dict())
+    assert other.num_updates == 201 and torch.equal(other.shadow[0], ema.shadow[0])
+
+
+def test_checkpoint_with_other_audio_dim_is_rejected(subject, tmp_path):
+    from nerf_triplane.network import NeRFNetwork
+
+    opt = parse_args(tiny_args(subject, tmp_path / "ws", "--iters", 1))
+    trainer = Trainer(opt, NeRFNetwork(opt, audio_dim=32), opt.workspace, "cpu")
+    trainer.epoch = 1
+    trainer.save_checkpoint()
+    other = Trainer(opt, NeRFNetwork(opt, audio_dim=29), opt.workspace, "cpu", train=False)
+    with pytest.raises(ValueError, match="audio features of dim 32"):
+        other.load_checkpoint("latest")
+
+
+def test_fp16_is_a_notice_on_cpu(subject, tmp_path, capsys):
+    from nerf_triplane.network import NeRFNetwork
+
+    opt = parse_args(tiny_args(subject, tmp_path / "ws", "--iters", 1))
+    assert opt.fp16
+    trainer = Trainer(opt, NeRFNetwork(opt, audio_dim=32), opt.workspace, "cpu")
+    assert not trainer.fp16
+    assert "fp32" in capsys.readouterr().out
+    assert math.isclose(trainer.optimizer.param_groups[0]["lr"], opt.lr_net)
+    assert trainer.optimizer.defaults["betas"] == (0.0, 0.99)
