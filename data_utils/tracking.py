@@ -237,7 +237,7 @@ class _Problem:
         return (uv - self.lms).pow(2).sum(-1).mean(-1).sqrt()
 
 
-def _pose_lm(problem: _Problem, shape_p, pose, iters: int = 30) -> torch.Tensor:
+def _pose_lm(problem: _Problem, shape_p, pose, iters: int = 30, rtol: float = 1e-9) -> torch.Tensor:
     """Per-frame Levenberg-Marquardt on the poses ``[N, 6]`` (shape fixed), batched over frames."""
     eye = torch.eye(6, dtype=torch.float64)
 
@@ -253,8 +253,12 @@ def _pose_lm(problem: _Problem, shape_p, pose, iters: int = 30) -> torch.Tensor:
         jac = torch.stack([(res_fn(pose + h) - res_fn(pose - h)) / (2 * _FD_STEP)
                            for h in _FD_STEP * eye], dim=-1)  # [N, 2P, 6]
         jtj = jac.transpose(1, 2) @ jac
+        grad = (jac.transpose(1, 2) @ res[..., None])[..., 0]  # [N, 6]
         damp = mu * (torch.diagonal(jtj, dim1=1, dim2=2)[:, :, None] * eye + 1e-9 * eye)
-        step = torch.linalg.solve(jtj + damp, -(jac.transpose(1, 2) @ res[..., None]))[..., 0]
+        step = torch.linalg.solve(jtj + damp, -grad[..., None])[..., 0]
+        # stop once no frame expects a relative gain above rtol from its next step
+        if bool((-(step * grad).sum(-1) <= rtol * cost + 1e-15).all()):
+            break
         cand = pose + step
         cand_res = res_fn(cand)
         cand_cost = cand_res.pow(2).sum(-1)

@@ -48,7 +48,8 @@ def include_dirs(pkg: str) -> list[str]:
 
 
 def cxx_flags() -> list[str]:
-    return ["-O3", "-std=c++17", "-fopenmp"]
+    # torch >= 2.10 headers require C++20.
+    return ["-O3", "-std=c++20", "-fopenmp"]
 
 
 def ld_flags(kind: str) -> list[str]:
@@ -65,20 +66,30 @@ def cuda_archs() -> str:
 
 def nvcc_flags() -> list[str]:
     # No --use_fast_math: the CUDA backend is tested against the torch reference.
-    return ["-O3", "-std=c++17", "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
+    return ["-O3", "-std=c++20", "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
             "-U__CUDA_NO_HALF2_OPERATORS__"]
 
 
-def nvcc_path() -> str | None:
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    if home and (Path(home) / "bin" / "nvcc").exists():
-        return str(Path(home) / "bin" / "nvcc")
-    return shutil.which("nvcc")
-
-
 def cuda_home() -> Path | None:
-    nvcc = nvcc_path()
-    return Path(nvcc).resolve().parent.parent if nvcc else None
+    """The CUDA toolkit folder (holding bin/nvcc and libcudart), or None.
+
+    ``nvcc`` on the PATH may be a wrapper script in /usr/local/bin, so its own
+    folder is only the last guess after $CUDA_HOME, $CUDA_PATH and /usr/local/cuda.
+    """
+    guesses = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    on_path = shutil.which("nvcc")
+    if on_path:
+        guesses.append(str(Path(on_path).resolve().parent.parent))
+    for guess in guesses:
+        if guess and (Path(guess) / "bin" / "nvcc").exists() and \
+                any((Path(guess) / d).glob("libcudart.so*") for d in ("lib64", "lib")):
+            return Path(guess)
+    return None
+
+
+def nvcc_path() -> str | None:
+    home = cuda_home()
+    return str(home / "bin" / "nvcc") if home else None
 
 
 def cuda_library_dirs() -> list[str]:

@@ -153,15 +153,15 @@ class NeRFRenderer(nn.Module):
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _codes(self, index) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
-        """Frame index, head code [1, ind_dim] and torso code [1, ind_dim_torso] for a batch.
+    def _codes(self, index) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Head code [1, ind_dim] and torso code [1, ind_dim_torso] (None when off) for a batch.
 
         Training uses the frame's own codes; evaluation always uses code 0.
         """
         idx = int(torch.as_tensor(index).reshape(-1)[0]) if self.training else 0
         code = self.individual_codes[idx:idx + 1] if self.individual_dim > 0 else None
         code_torso = self.individual_codes_torso[idx:idx + 1] if self.individual_dim_torso > 0 else None
-        return idx, code, code_torso
+        return code, code_torso
 
     def _refine_camera(self, rays_o: torch.Tensor, rays_d: torch.Tensor, index) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply the learned per-frame camera correction (``--train_camera``) to rays [N, 3]."""
@@ -172,6 +172,7 @@ class NeRFRenderer(nn.Module):
         return rays_o + self.camera_dT[idx], rays_d @ rot
 
     def _encode_audio_smoothed(self, auds: torch.Tensor | None) -> torch.Tensor | None:
+        """``encode_audio``, blended with the previous frame's code at inference with --smooth_lips."""
         enc_a = self.encode_audio(auds)
         if self.opt.smooth_lips and not self.training and enc_a is not None:
             if self.prev_enc_a is not None:
@@ -262,7 +263,7 @@ class NeRFRenderer(nn.Module):
         bg = self._flat_bg(bg_color, N, rays_o)
         if not self.torso:
             return {"bg_color": bg}
-        _, _, code = self._codes(index)
+        _, code = self._codes(index)
         H = self.grid_size
         occupancy = F.grid_sample(self.density_grid_torso.view(1, 1, H, H), bg_coords.reshape(1, -1, 1, 2).float(),
                                   align_corners=True).view(-1)
@@ -310,7 +311,7 @@ class NeRFRenderer(nn.Module):
         aabb = self.aabb_train if self.training else self.aabb_infer
         nears, fars = near_far_from_aabb(rays_o, rays_d, aabb, self.min_near)
         enc_a = self._encode_audio_smoothed(auds)
-        _, code, _ = self._codes(index)
+        code, _ = self._codes(index)
         eye = eye.reshape(1, 1).float() if (self.exp_eye and eye is not None) else None
         if self.exp_eye and eye is None:
             raise ValueError("the model was built with --exp_eye (-O): render() needs eye [1, 1]")

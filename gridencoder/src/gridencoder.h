@@ -75,8 +75,9 @@ HD uint32_t vertex_row(const uint32_t* vertex, uint32_t table_size, uint32_t res
     index += vertex[d] * stride;
     stride *= side;
   }
-  if (gridtype == kHash && stride > table_size) index = spatial_hash<D>(vertex);
-  return static_cast<uint32_t>(index % table_size);
+  if (gridtype == kHash && stride > table_size) return spatial_hash<D>(vertex) % table_size;
+  // A complete dense index is already in range; skip the (slow) 64-bit modulo then.
+  return static_cast<uint32_t>(index < table_size ? index : index % table_size);
 }
 
 // The cell enclosing a point in one level, and its 2^D corners.
