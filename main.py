@@ -99,8 +99,10 @@ def run(opt) -> int:
 
     check_options(opt)
     if opt.preset:
-        from nerf_triplane.presets import apply_preset
-
+        try:
+            from nerf_triplane.presets import apply_preset
+        except ModuleNotFoundError:
+            raise UsageError(f"--preset {opt.preset}: this build has no nerf_triplane/presets.py") from None
         apply_preset(opt)
     seed_everything(opt.seed)
     # The reference disables TF32 for precision; it only matters on CUDA.

@@ -122,6 +122,24 @@ def build_key(pkg: str, kind: str, archs: str | None = None) -> str:
     return f"{pkg}_{kind}_{h.hexdigest()[:12]}"
 
 
+def import_built(name: str, path: Path):
+    """Import a compiled extension module from its file."""
+    import importlib.util
+
+    import torch  # noqa: F401  (the extension links against libtorch)
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def is_built(pkg: str, kind: str, archs: str | None = None) -> bool:
+    """Whether the JIT cache already holds this backend for the current sources."""
+    name = build_key(pkg, kind, archs)
+    return (cache_root() / name / f"{name}.so").exists()
+
+
 def jit_build(pkg: str, kind: str, archs: str | None = None, verbose: bool = False):
     """Compile (or reuse from the cache) and import one backend module.
 
@@ -134,14 +152,18 @@ def jit_build(pkg: str, kind: str, archs: str | None = None, verbose: bool = Fal
     Returns:
         The imported extension module.
     """
-    from torch.utils import cpp_extension
-
     srcs = sources(pkg, kind)
     if not srcs:
         raise FileNotFoundError(f"{pkg}/src has no {kind} sources")
     name = build_key(pkg, kind, archs)
     build_dir = cache_root() / name
+    built = build_dir / f"{name}.so"
+    if built.exists():
+        # The name hashes sources and flags, so an existing library is current.
+        return import_built(name, built)
     build_dir.mkdir(parents=True, exist_ok=True)
+    from torch.utils import cpp_extension
+
     kwargs = dict(
         name=name,
         sources=[str(s) for s in srcs],

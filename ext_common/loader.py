@@ -43,8 +43,9 @@ class Backends:
         except ImportError:
             if self._jit_allowed(kind):
                 try:
-                    print(f"[{self.pkg}] compiling the {kind} backend (cached after the first time)...",
-                          file=sys.stderr, flush=True)
+                    if not build.is_built(self.pkg, kind):
+                        print(f"[{self.pkg}] compiling the {kind} backend (cached after the first time)...",
+                              file=sys.stderr, flush=True)
                     mod = build.jit_build(self.pkg, kind)
                 except Exception as e:  # a broken toolchain must not break import
                     self._errors[kind] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"

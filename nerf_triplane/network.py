@@ -179,7 +179,8 @@ class NeRFNetwork(NeRFRenderer):
         h = [self.encoder_dir(d), out["geo_feat"]]
         if self.individual_dim > 0:
             if c is None:
-                raise ValueError(f"the network has --ind_dim {self.individual_dim}: forward() needs the code c [1, ind_dim]")
+                raise ValueError(f"the network has --ind_dim {self.individual_dim}: "
+                                 f"forward() needs the code c [1, ind_dim]")
             h.append(c.reshape(1, -1).expand(x.shape[0], -1))
         rgb = _squash(self.color_net(torch.cat(h, dim=-1)))
         return out["sigma"], rgb, out["ambient_aud"], out["ambient_eye"], self.predict_uncertainty(enc_x)

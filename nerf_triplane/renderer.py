@@ -95,7 +95,7 @@ class NeRFRenderer(nn.Module):
     """Occupancy-grid state and rendering of the ER-NeRF head and torso.
 
     Subclasses provide ``forward(x, d, enc_a, c, e)``, ``density(x, enc_a, e)``,
-    ``encode_audio(a)`` and ``forward_torso(x, poses, c)``.
+    ``encode_audio(a)``, ``forward_torso(x, poses, c)`` and the audio attention mode ``att``.
 
     Before training the trainer sets ``aud_features`` [N, A, T], ``eye_area`` [N, 1]
     (or None) and ``poses`` [N, 4, 4] from the training set; ``update_extra_state``
@@ -227,7 +227,13 @@ class NeRFRenderer(nn.Module):
 
         def fn(xyzs, dirs):
             samples.update(xyzs=xyzs, dirs=dirs)  # kept for the regulariser (training: one call)
-            sigma, rgb, amb_aud, amb_eye, unc = self(xyzs, dirs, enc_a, code, eye)
+            if xyzs.shape[0] == 0:
+                # Nothing occupied: shade one dummy point and keep none of it, so the outputs
+                # stay attached to the graph and the trainer's backward() still works.
+                outs = self(xyzs.new_zeros(1, 3), dirs.new_tensor([[0.0, 0.0, 1.0]]), enc_a, code, eye)
+                sigma, rgb, amb_aud, amb_eye, unc = (v[:0] for v in outs)
+            else:
+                sigma, rgb, amb_aud, amb_eye, unc = self(xyzs, dirs, enc_a, code, eye)
             extras = {"ambient_aud": amb_aud.float().view(-1), "ambient_eye": amb_eye.float().view(-1),
                       "uncertainty": unc.float().view(-1)}
             return sigma.float(), rgb.float(), extras
@@ -370,33 +376,55 @@ class NeRFRenderer(nn.Module):
     def mark_untrained_grid(self, poses: torch.Tensor, intrinsics: torch.Tensor, S: int = 64) -> None:
         """Set cells that no training camera sees to -1, so they stay empty for good.
 
+        A cell centre p counts as seen by a camera when, in camera space (p - t) @ R,
+        z > 0, |x| < (cx/fx) z + 2h and |y| < (cy/fy) z + 2h (h: half a cell). Along one
+        grid column (fixed x, y cell index) these are linear in the z index, so each
+        camera sees one interval of every column; the intervals are counted with a
+        difference array, which costs O(cameras * H²) instead of O(cameras * H³).
+
         Args:
             poses: training camera-to-world matrices [N, 4, 4].
             intrinsics: (fx, fy, cx, cy) [4].
-            S: cells are processed in Morton blocks of S³ (memory vs. speed).
+            S: cameras per chunk (memory vs. speed).
         """
         fx, fy, cx, cy = [float(v) for v in intrinsics]
-        poses = poses.to(self.density_grid.device).float()
-        rot, trans = poses[:, :3, :3], poses[:, :3, 3]  # [N, 3, 3], [N, 3]
-        block = S ** 3
-        cam_chunk = 64
+        device = self.density_grid.device
+        poses = poses.to(device).float()
+        H = self.grid_size
+        cells = torch.arange(H, device=device, dtype=torch.float32)
+        morton_xyz = raymarching.morton3D_invert(torch.arange(H ** 3, device=device, dtype=torch.int32)).long()
         for cas in range(self.cascade):
-            for start in range(0, self.grid_size ** 3, block):
-                idx = torch.arange(start, min(start + block, self.grid_size ** 3), device=poses.device)
-                pts, half = self._cell_centres(idx, cas)
-                seen = torch.zeros(idx.numel(), dtype=torch.bool, device=poses.device)
-                for c in range(0, poses.shape[0], cam_chunk):
-                    todo = (~seen).nonzero()[:, 0]
-                    if todo.numel() == 0:
-                        break
-                    # Camera-space coordinates: (p - t) @ R for every camera of the chunk.
-                    cam = torch.einsum("mk,nkj->nmj", pts[todo], rot[c:c + cam_chunk]) \
-                        - torch.einsum("nk,nkj->nj", trans[c:c + cam_chunk], rot[c:c + cam_chunk])[:, None]
-                    z = cam[..., 2]
-                    visible = (z > 0) & (cam[..., 0].abs() < cx / fx * z + 2 * half) \
-                        & (cam[..., 1].abs() < cy / fy * z + 2 * half)
-                    seen[todo] |= visible.any(dim=0)
-                self.density_grid[cas, idx[~seen]] = -1
+            bound_c = min(2 ** cas, self.bound)
+            half = bound_c / H
+            scale, origin = 2 * (bound_c - half) / (H - 1), -(bound_c - half)  # p = scale * index + origin
+            diff = torch.zeros(H * H * (H + 1), device=device, dtype=torch.int64)
+            for c in range(0, poses.shape[0], S):
+                rot, trans = poses[c:c + S, :3, :3], poses[c:c + S, :3, 3]  # [n, 3, 3], [n, 3]
+                base = torch.einsum("nk,nkm->nm", origin - trans, rot)  # camera coords of cell (0, 0, 0)
+                step = scale * rot  # [n, 3 (grid axis), 3 (camera axis)]
+                # Camera coords along column (i, j): A + B * k, A/B [n, H, H, 3].
+                A = base[:, None, None] + cells[:, None, None] * step[:, None, None, 0] \
+                    + cells[None, :, None] * step[:, None, None, 1]
+                B = step[:, 2][:, None, None].expand_as(A)
+                # Each visibility condition reads alpha + beta * k > 0.
+                reach_x, reach_y = cx / fx * A[..., 2] + 2 * half, cy / fy * A[..., 2] + 2 * half
+                alpha = torch.stack([A[..., 2], reach_x - A[..., 0], reach_x + A[..., 0],
+                                     reach_y - A[..., 1], reach_y + A[..., 1]])  # [5, n, H, H]
+                slope_x, slope_y = cx / fx * B[..., 2], cy / fy * B[..., 2]
+                beta = torch.stack([B[..., 2], slope_x - B[..., 0], slope_x + B[..., 0],
+                                    slope_y - B[..., 1], slope_y + B[..., 1]])
+                root = (-alpha / torch.where(beta == 0, torch.ones_like(beta), beta)).clamp(-2, H + 1)
+                lo = torch.where(beta > 0, torch.floor(root) + 1, torch.zeros_like(root)).amax(dim=0)
+                hi = torch.where(beta < 0, torch.ceil(root) - 1, torch.full_like(root, H - 1.0)).amin(dim=0)
+                never = ((beta == 0) & (alpha <= 0)).any(dim=0)
+                lo, hi = lo.clamp(0, H).long(), hi.clamp(-1, H - 1).long()  # [n, H, H]
+                ok = (lo <= hi) & ~never
+                column = torch.arange(H * H, device=device).view(1, H, H) * (H + 1)
+                diff.scatter_add_(0, (column + lo)[ok], torch.ones_like(lo[ok]))
+                diff.scatter_add_(0, (column + hi + 1)[ok], -torch.ones_like(hi[ok]))
+            seen = diff.view(H, H, H + 1).cumsum(dim=-1)[..., :H] > 0  # [x, y, z]
+            unseen = ~seen[morton_xyz[:, 0], morton_xyz[:, 1], morton_xyz[:, 2]]
+            self.density_grid[cas, unseen] = -1
 
     @torch.no_grad()
     def update_extra_state(self, decay: float = 0.95, S: int = 64) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -93,7 +94,7 @@ class EMA:
 def lr_factor(step: int, iters: int, gamma: float, warmup: int) -> float:
     """Learning-rate multiplier after ``step`` scheduler steps: ``gamma ** (step / iters)``,
     times a linear warm-up ``min(1, (step + 1) / warmup)`` when ``warmup > 0``."""
-    factor = gamma ** (min(step, iters) / iters)
+    factor = gamma ** (step / iters)
     if warmup > 0:
         factor *= min(1.0, (step + 1) / warmup)
     return factor
@@ -161,6 +162,9 @@ class Trainer:
         # Started with --finetune_lips, the run alternates lips-rect and patch batches.
         self.flip_finetune_lips = bool(opt.finetune_lips)
         self.lpips_train = None
+        if train and 1 < opt.patch_size < 32:
+            raise ValueError(f"--patch_size {opt.patch_size}: the patch LPIPS loss (AlexNet) needs patches of "
+                             "at least 32x32 (the reference uses 32)")
         if train and (opt.patch_size > 1 or opt.finetune_lips):
             self.lpips_train = load_lpips(opt.lpips_weights, self.device, quiet=True)
             if self.lpips_train is None:
@@ -186,12 +190,11 @@ class Trainer:
         return dict(eye=data.get("eye"), index=data["index"], dt_gamma=self.opt.dt_gamma, perturb=perturb,
                     force_all_rays=force_all_rays, max_steps=self.opt.max_steps, T_thresh=1e-4)
 
-    def _lpips_loss(self, pred: torch.Tensor, gt: torch.Tensor, pad: int = 0) -> torch.Tensor:
-        """Mean LPIPS of [P, 3, h, w] images in [0, 1]; ``pad`` zero-pads in [-1, 1] space."""
-        pred, gt = pred * 2 - 1, gt * 2 - 1
-        if pad > 0:
-            pred, gt = F.pad(pred, [pad] * 4), F.pad(gt, [pad] * 4)
-        return self.lpips_train(pred, gt).mean()
+    def _lpips_loss(self, pred: torch.Tensor, gt: torch.Tensor, pad_h: int = 0, pad_w: int = 0) -> torch.Tensor:
+        """Mean LPIPS of [P, 3, h, w] images in [0, 1], zero-padded (in [-1, 1] space) by
+        ``pad_h`` rows and ``pad_w`` columns on each side."""
+        pad = [pad_w, pad_w, pad_h, pad_h]
+        return self.lpips_train(F.pad(pred * 2 - 1, pad), F.pad(gt * 2 - 1, pad)).mean()
 
     def train_step(self, data: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward one batch and build the loss (facts §4).
@@ -240,8 +243,9 @@ class Trainer:
             xmin, xmax, ymin, ymax = (int(v) for v in data["rect"])
             h, w = xmax - xmin, ymax - ymin
             as_img = lambda x: x.reshape(1, h, w, 3).permute(0, 3, 1, 2)  # noqa: E731
-            pad = max(0, (32 - min(h, w) + 1) // 2)
-            extra = extra + 0.01 * self._lpips_loss(as_img(pred), as_img(gt), pad)
+            # AlexNet needs >= 32 px: small lip rects are padded up to it.
+            pad_h, pad_w = max(0, (32 - h + 1) // 2), max(0, (32 - w + 1) // 2)
+            extra = extra + 0.01 * self._lpips_loss(as_img(pred), as_img(gt), pad_h, pad_w)
         if self.flip_finetune_lips:
             opt.finetune_lips = not opt.finetune_lips
 
@@ -320,6 +324,10 @@ class Trainer:
                 raise KeyboardInterrupt
             self._stop_signal = signum
 
+        if threading.current_thread() is not threading.main_thread():
+            # Python only delivers signals to the main thread; elsewhere keep the defaults.
+            yield
+            return
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
@@ -365,7 +373,7 @@ class Trainer:
                         self.epoch_step = pos + 1
                         bar.update(1)
                         bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{-10 * math.log10(max(mse, 1e-10)):.2f}",
-                                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)
                         if self._stop_signal is not None:
                             name = signal.Signals(self._stop_signal).name
                             path = self.save_checkpoint(in_epoch=True)

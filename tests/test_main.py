@@ -7,7 +7,7 @@ import pytest
 
 import main as cli
 from nerf_triplane.video import probe_video
-from tests.test_trainer import SUBJECT_FRAMES, tiny_args, tiny_subject
+from tests.test_trainer import SUBJECT_FRAMES, one_thread, tiny_args, tiny_subject  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,11 @@ def test_missing_folder_and_unbuilt_flags(tmp_path, capsys):
     assert "--gui" in _error(capsys)
     assert cli.main([str(tmp_path), "--aud", "x.wav"]) == 2
     assert "--test" in _error(capsys)
+
+
+def test_small_lpips_patches_are_rejected(subject, tmp_path, capsys):
+    assert cli.main(tiny_args(subject, tmp_path / "ws", "--iters", 1, "--patch_size", 16)) == 2
+    assert "at least 32x32" in _error(capsys)
 
 
 def test_missing_transforms(subject, tmp_path, capsys):

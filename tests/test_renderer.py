@@ -157,6 +157,39 @@ def test_mark_untrained_grid():
     assert model.density_grid[0, idx].tolist() == [0.0, -1.0, -1.0]
 
 
+def look_at(eye):
+    """Camera-to-world [4, 4] at ``eye`` [3] whose +z (viewing) axis points at the origin."""
+    z = torch.nn.functional.normalize(-eye, dim=0)
+    x = torch.nn.functional.normalize(torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0]), z), dim=0)
+    pose = torch.eye(4)
+    pose[:3, :3] = torch.stack([x, torch.linalg.cross(z, x), z], dim=1)
+    pose[:3, 3] = eye
+    return pose
+
+
+def test_mark_untrained_grid_matches_per_cell_test():
+    model = make_model("--cuda_ray", "--bound", "2", grid_size=16)
+    g = torch.Generator().manual_seed(3)
+    eyes = torch.nn.functional.normalize(torch.randn(7, 3, generator=g), dim=-1) * 3
+    poses = torch.stack([look_at(e) for e in eyes])
+    poses[-1, :3, :3] *= -1  # a camera looking away from the scene (and mirrored)
+    fx, fy, cx, cy = 60.0, 70.0, 16.0, 12.0
+    model.mark_untrained_grid(poses, torch.tensor([fx, fy, cx, cy]), S=3)
+    H = model.grid_size
+    coords = raymarching.morton3D_invert(torch.arange(H ** 3, dtype=torch.int32)).float()
+    for cas in range(model.cascade):
+        b = min(2 ** cas, model.bound)
+        half = b / H
+        p = (2 * coords / (H - 1) - 1) * (b - half)
+        cam = torch.einsum("mk,nkj->nmj", p, poses[:, :3, :3]) \
+            - torch.einsum("nk,nkj->nj", poses[:, :3, 3], poses[:, :3, :3])[:, None]
+        x, y, z = cam.unbind(-1)
+        seen = ((z > 0) & (x.abs() < cx / fx * z + 2 * half) & (y.abs() < cy / fy * z + 2 * half)).any(0)
+        unseen = model.density_grid[cas] < 0
+        assert 0 < int(unseen.sum()) < H ** 3
+        assert int((unseen == seen).sum()) <= 2, "cells disagree with the per-cell frustum test"
+
+
 @pytest.mark.parametrize("cuda_ray", [False, True])
 def test_training_and_inference_agree(cuda_ray):
     model = make_model(*(["--cuda_ray"] if cuda_ray else []), "--exp_eye")
@@ -164,7 +197,8 @@ def test_training_and_inference_agree(cuda_ray):
     model.density_bitfield.copy_(raymarching.packbits(model.density_grid, 0.5))
     g = torch.Generator().manual_seed(1)
     rays_o = torch.tensor([0.0, 0.0, 2.0]) + 0.2 * torch.randn(1, 40, 3, generator=g)
-    rays_d = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.2 * torch.randn(1, 40, 3, generator=g), dim=-1)
+    rays_d = torch.tensor([0.0, 0.0, -1.0]) + 0.2 * torch.randn(1, 40, 3, generator=g)
+    rays_d = torch.nn.functional.normalize(rays_d, dim=-1)
     auds = torch.randn(8, 32, 16)
     model.train()
     train = render(model, rays_o, rays_d, auds=auds, index=0)
@@ -261,3 +295,12 @@ def test_camera_refinement_moves_rays():
     torch.testing.assert_close(d, torch.tensor([[0.0, -1.0, 0.0]]), atol=1e-6, rtol=0)
     with torch.no_grad():
         assert math.isclose(float(model._refine_camera(o, d, 0)[1][0, 1]), -1.0, abs_tol=1e-6)
+
+
+def test_empty_occupancy_renders_background_and_backpropagates():
+    model = make_model("--cuda_ray").train()
+    rays_o, rays_d = rays_towards_minus_z(OFFSETS)
+    out = render(model, rays_o, rays_d, eye=None)
+    torch.testing.assert_close(out["image"][0], BG.expand(len(OFFSETS), 3))
+    assert out["rays"][0].shape == (0, 3)
+    out["image"].sum().backward()
