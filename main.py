@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return run(opt)
-    except (UsageError, FileNotFoundError, ValueError) as e:
+    except (UsageError, FileNotFoundError, ValueError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

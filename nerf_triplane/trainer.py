@@ -23,7 +23,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ import tqdm
 from .checkpoint import CheckpointDir, atomic_torch_save, atomic_write_text, rng_state, set_rng_state
 from .metrics import LMDMeter, load_lpips, lpips_distance, psnr, ssim
 from .provider import linear_to_srgb, srgb_to_linear
-from .video import write_video
+from .video import VideoWriter
 
 EMA_DECAY = 0.95
 EMA_INTERVAL = 1000  # steps between EMA updates, as the reference
@@ -107,6 +107,11 @@ def _to_device(data: dict, device: torch.device) -> dict:
 def _u8(img: torch.Tensor) -> np.ndarray:
     """[H, W(, 3)] float in [0, 1] -> uint8, truncating like the reference (NaN -> 0)."""
     return (torch.nan_to_num(img, 0.0).clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
+
+
+def _as_images(rays: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Ray colours [1, P*h*w, 3] (patch-major, row-major inside a patch) -> [P, 3, h, w]."""
+    return rays.reshape(-1, h, w, 3).permute(0, 3, 1, 2)
 
 
 def _binary_entropy(a: torch.Tensor) -> torch.Tensor:
@@ -237,15 +242,13 @@ class Trainer:
         extra = torch.zeros((), device=pred.device)
         if opt.patch_size > 1 and not opt.finetune_lips:
             p = opt.patch_size
-            as_img = lambda x: x.reshape(-1, p, p, 3).permute(0, 3, 1, 2)  # noqa: E731
-            extra = extra + 0.1 * self._lpips_loss(as_img(pred), as_img(gt))
+            extra = extra + 0.1 * self._lpips_loss(_as_images(pred, p, p), _as_images(gt, p, p))
         if opt.finetune_lips:
             xmin, xmax, ymin, ymax = (int(v) for v in data["rect"])
             h, w = xmax - xmin, ymax - ymin
-            as_img = lambda x: x.reshape(1, h, w, 3).permute(0, 3, 1, 2)  # noqa: E731
             # AlexNet needs >= 32 px: small lip rects are padded up to it.
             pad_h, pad_w = max(0, (32 - h + 1) // 2), max(0, (32 - w + 1) // 2)
-            extra = extra + 0.01 * self._lpips_loss(as_img(pred), as_img(gt), pad_h, pad_w)
+            extra = extra + 0.01 * self._lpips_loss(_as_images(pred, h, w), _as_images(gt, h, w), pad_h, pad_w)
         if self.flip_finetune_lips:
             opt.finetune_lips = not opt.finetune_lips
 
@@ -397,14 +400,16 @@ class Trainer:
         """One optimisation step; returns (loss, colour MSE) as floats."""
         opt, model = self.opt, self.model
         model.train()
-        if opt.cuda_ray and self.global_step % opt.update_extra_interval == 0:
+        # The torso occupancy grid is refreshed with or without --cuda_ray (the head grid only with it).
+        if (opt.cuda_ray or opt.torso) and self.global_step % opt.update_extra_interval == 0:
             with self._autocast():
                 model.update_extra_state()
         self.global_step += 1
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             pred, gt, loss = self.train_step(data)
-        if not torch.isfinite(loss):
+        # Under fp16 the grad scaler skips non-finite steps itself.
+        if not self.fp16 and not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.global_step}; lower --lr/--lr_net")
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -485,35 +490,38 @@ class Trainer:
         has_gt = bool(getattr(loader, "has_gt", False))
         lpips_net = load_lpips(self.opt.lpips_weights, self.device) if has_gt else None
         lmd = LMDMeter() if has_gt else None
-        preds, depths, pairs = [], [], []
         scores = {"psnr": [], "ssim": [], "lpips": []}
         self.model.eval()
         self.model.prev_enc_a = None
         n = len(loader.dataset)
         self.log(f"[INFO] rendering {n} frames to {out_dir / name}.mp4")
-        for k in tqdm.tqdm(range(n), desc="test", dynamic_ncols=True, mininterval=1.0):
-            data = _to_device(loader.collate_fn([loader.dataset[k]]), self.device)
-            rgb, depth = self.render_frame(data, testing=True)
-            pred_u8 = _u8(rgb)
-            preds.append(pred_u8)
-            depths.append(_u8(depth))
-            if has_gt:
+        with ExitStack() as stack:
+            video = stack.enter_context(VideoWriter(out_dir / f"{name}.mp4", 25, audio_path))
+            depth_video = stack.enter_context(VideoWriter(out_dir / f"{name}_depth.mp4", 25))
+            pair_video = stack.enter_context(VideoWriter(out_dir / f"{name}_pred_gt.mp4", 25)) if has_gt else None
+            for k in tqdm.tqdm(range(n), desc="test", dynamic_ncols=True, mininterval=1.0):
+                data = _to_device(loader.collate_fn([loader.dataset[k]]), self.device)
+                rgb, depth = self.render_frame(data, testing=True)
+                pred_u8 = _u8(rgb)
+                video.append(pred_u8)
+                depth_video.append(_u8(depth))
+                if not has_gt:
+                    continue
                 gt = data["images"].float().reshape(rgb.shape)
                 if self.opt.color_space == "linear":
                     gt = linear_to_srgb(gt)
                 gt_u8 = _u8(gt)
-                pairs.append(np.concatenate([pred_u8, gt_u8], axis=1))
+                pair_video.append(np.concatenate([pred_u8, gt_u8], axis=1))
                 scores["psnr"].append(psnr(rgb, gt))
                 scores["ssim"].append(ssim(rgb, gt))
                 if lpips_net is not None:
                     scores["lpips"].append(lpips_distance(lpips_net, rgb, gt))
                 lmd.update(pred_u8, gt_u8)
-        videos = {"video": write_video(out_dir / f"{name}.mp4", preds, fps=25, audio_path=audio_path),
-                  "depth": write_video(out_dir / f"{name}_depth.mp4", depths, fps=25)}
+        videos = {"video": video.path, "depth": depth_video.path}
         if not has_gt:
             self.log(f"[INFO] wrote {videos['video']} and {videos['depth']}")
             return {k: str(v) for k, v in videos.items()}
-        videos["pred_gt"] = write_video(out_dir / f"{name}_pred_gt.mp4", pairs, fps=25)
+        videos["pred_gt"] = pair_video.path
         metrics = {
             "name": name,
             "checkpoint": None if self.checkpoint_path is None else str(self.checkpoint_path),

@@ -32,52 +32,82 @@ def _as_rgb24(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+class VideoWriter:
+    """Streaming H.264 mp4 writer that appears at ``path`` only when closed successfully.
+
+    Use as a context manager: frames (uint8 [H, W, 3] or [H, W]) are encoded as they
+    come, so long videos need no memory. With ``audio_path`` (any file ffmpeg reads:
+    wav, mp3, mp4, ...) its first audio stream is muxed in as AAC and cut to the video
+    length, so the frame count is exactly the number of frames given. H and W must be
+    even (yuv420p). On an exception nothing is left behind.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = 25,
+                 audio_path: str | os.PathLike | None = None, quality: float = 8):
+        self.path = Path(path)
+        if audio_path is not None and not Path(audio_path).is_file():
+            raise FileNotFoundError(f"audio file to mux not found: {audio_path}")
+        self.fps, self.quality = fps, quality
+        self.audio_path = None if audio_path is None else str(audio_path)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.size: tuple[int, int] | None = None  # (H, W)
+        self.count = 0
+        self._writer = None
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def append(self, frame: np.ndarray) -> None:
+        frame = _as_rgb24(frame)
+        if self._writer is None:
+            h, w = frame.shape[:2]
+            if h % 2 or w % 2:
+                raise ValueError(f"video size must be even for yuv420p, got {w}x{h} for {self.path}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.size = (h, w)
+            self._writer = imageio_ffmpeg.write_frames(
+                str(self.tmp), (w, h), fps=self.fps, quality=self.quality, codec="libx264",
+                macro_block_size=1, ffmpeg_log_level="error", audio_path=self.audio_path,
+                audio_codec=None if self.audio_path is None else "aac",
+                # -shortest stops at the last video frame when the audio is longer.
+                output_params=["-shortest"] if self.audio_path is not None else None)
+            self._writer.send(None)
+        elif frame.shape[:2] != self.size:
+            h, w = self.size
+            raise ValueError(f"all frames of {self.path} must be {w}x{h}, got {frame.shape[1]}x{frame.shape[0]}")
+        self._writer.send(frame)
+        self.count += 1
+
+    def close(self) -> Path:
+        """Finish encoding and move the file into place; returns its path."""
+        if self._writer is None:
+            raise ValueError(f"no frames to write into {self.path}")
+        self._writer.close()
+        self._writer = None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Stop encoding and delete the partial file."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.tmp.unlink(missing_ok=True)
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 25,
                 audio_path: str | os.PathLike | None = None, quality: float = 8) -> Path:
-    """Encode ``frames`` (uint8 [H, W, 3] or [H, W]) into an mp4, atomically.
-
-    With ``audio_path`` (any file ffmpeg reads: wav, mp3, mp4, ...) its first audio
-    stream is muxed in as AAC and cut to the video length, so the frame count is
-    exactly the number of frames given. H and W must be even (yuv420p).
-    Returns the written path.
-    """
-    path = Path(path)
-    if audio_path is not None and not Path(audio_path).is_file():
-        raise FileNotFoundError(f"audio file to mux not found: {audio_path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    writer = None
-    count = 0
-    try:
+    """Encode ``frames`` into an mp4 atomically (see :class:`VideoWriter`); returns the path."""
+    with VideoWriter(path, fps, audio_path, quality) as writer:
         for frame in frames:
-            frame = _as_rgb24(frame)
-            if writer is None:
-                h, w = frame.shape[:2]
-                if h % 2 or w % 2:
-                    raise ValueError(f"video size must be even for yuv420p, got {w}x{h} for {path}")
-                writer = imageio_ffmpeg.write_frames(
-                    str(tmp), (w, h), fps=fps, quality=quality, codec="libx264",
-                    macro_block_size=1, ffmpeg_log_level="error",
-                    audio_path=None if audio_path is None else str(audio_path),
-                    audio_codec=None if audio_path is None else "aac",
-                    # -shortest stops at the last video frame when the audio is longer.
-                    output_params=["-shortest"] if audio_path is not None else None)
-                writer.send(None)
-            elif frame.shape[:2] != (h, w):
-                raise ValueError(f"all frames of {path} must be {w}x{h}, got {frame.shape[1]}x{frame.shape[0]}")
-            writer.send(frame)
-            count += 1
-        if writer is None:
-            raise ValueError(f"no frames to write into {path}")
-        writer.close()
-        writer = None
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
-            writer.close()
-        if tmp.exists():
-            tmp.unlink()
-    return path
+            writer.append(frame)
+    return writer.path
 
 
 def probe_video(path: str | os.PathLike) -> dict:

@@ -83,7 +83,8 @@ def bench_backend(backend: str, data: Path, args) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=450, help="image side in pixels")
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps per backend")
+    parser.add_argument("--steps", type=int, default=16,
+                        help="timed training steps per backend (16 = one occupancy-grid refresh)")
     parser.add_argument("--frames", type=int, default=2, help="timed rendered frames per backend")
     parser.add_argument("--num_rays", type=int, default=65536, help="rays per training step (reference 65536)")
     parser.add_argument("--backends", type=str, default="", help="comma list (default: torch,cpp[,cuda])")

@@ -7,6 +7,7 @@ import pytest
 
 import main as cli
 from nerf_triplane.video import probe_video
+# one_thread is an autouse fixture: importing it applies it to this module too.
 from tests.test_trainer import SUBJECT_FRAMES, one_thread, tiny_args, tiny_subject  # noqa: F401
 
 
