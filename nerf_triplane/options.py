@@ -10,7 +10,7 @@ Deviations from the reference, each deliberate:
 - ``--warmup_step`` is honoured (linear lr warm-up); its default 0 keeps the
   reference's behaviour, which ignores the flag.
 - Added: ``--device``, ``--eval_interval``, ``--save_interval``, ``--max_keep_ckpt``,
-  ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``.
+  ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``.
 Flags of features that are not built raise a clear error in `main.py` (see
 ``UNBUILT``) instead of being ignored.
 """
@@ -61,6 +61,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_interval", type=int, default=0, help="epochs between evaluations (0 = about every 5000 steps)")
     g.add_argument("--save_interval", type=int, default=0, help="steps between extra checkpoints inside an epoch (0 = per epoch only)")
     g.add_argument("--max_keep_ckpt", type=int, default=2, help="number of ngp_ep*.pth kept")
+    g.add_argument("--ema_interval", type=int, default=1000,
+                   help="steps between EMA updates of the weights saved in ngp.pth (reference: 1000)")
 
     g = p.add_argument_group("model")
     g.add_argument("--bg_img", type=str, default="", help="background image ('' = <path>/bc.jpg, or white/black)")

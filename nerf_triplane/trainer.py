@@ -2,7 +2,7 @@
 
 Follows the reference trainer (ERNERF_FACTS.md §1, §4): AdamW (betas (0, 0.99)) on the
 model's parameter groups, per-step LambdaLR decay ``gamma ** (step / iters)``, occupancy
-grid refresh every ``--update_extra_interval`` steps, EMA every 1000 steps, one
+grid refresh every ``--update_extra_interval`` steps, EMA every ``--ema_interval`` steps (1000, as the reference), one
 checkpoint per epoch (last ``--max_keep_ckpt`` kept), evaluation with EMA weights and
 ``ngp.pth`` after it.
 
@@ -37,7 +37,6 @@ from .provider import linear_to_srgb, srgb_to_linear
 from .video import VideoWriter
 
 EMA_DECAY = 0.95
-EMA_INTERVAL = 1000  # steps between EMA updates, as the reference
 REG_INTERVAL = 16  # steps between smoothness-regulariser evaluations
 EVAL_EVERY_STEPS = 5000  # default evaluation period when --eval_interval is 0
 
@@ -415,7 +414,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.lr_scheduler.step()
-        if self.global_step % EMA_INTERVAL == 0:
+        if self.global_step % self.opt.ema_interval == 0:
             self.ema.update()
         loss_v = loss.item()
         self.losses.append(loss_v)
