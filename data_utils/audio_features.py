@@ -42,12 +42,11 @@ ENGINES = ("mel", "deepspeech", "wav2vec", "hubert")
 
 # ---------------------------------------------------------------------------- names
 
-def engine_for(asr_model: str) -> str:
-    """Engine used for an ``--asr_model`` value ('deepspeech', 'wav2vec', 'hubert' or 'mel').
+FEATURE_FILES = {"deepspeech": "aud_ds.npy", "wav2vec": "aud_eo.npy", "hubert": "aud_hu.npy", "mel": "aud.npy"}
 
-    Names are matched like the reference loader: containing 'deepspeech'; 'esperanto' or
-    'wav2vec'; 'hubert'; and 'mel' itself.
-    """
+
+def _family(asr_model: str) -> str | None:
+    """Engine named by ``asr_model``, matched like the reference loader, or None."""
     name = asr_model.lower()
     if "deepspeech" in name:
         return "deepspeech"
@@ -55,22 +54,28 @@ def engine_for(asr_model: str) -> str:
         return "wav2vec"
     if "hubert" in name:
         return "hubert"
-    if name == "mel":
-        return "mel"
-    raise ValueError(f"unknown --asr_model {asr_model!r}: use mel, deepspeech, wav2vec or hubert "
-                     "(or a model id containing 'esperanto'/'wav2vec'/'hubert')")
+    return "mel" if name == "mel" else None
+
+
+def engine_for(asr_model: str) -> str:
+    """Engine used for an ``--asr_model`` value ('deepspeech', 'wav2vec', 'hubert' or 'mel').
+
+    Names are matched like the reference loader: containing 'deepspeech'; 'esperanto' or
+    'wav2vec'; 'hubert'; and 'mel' itself.
+    """
+    engine = _family(asr_model)
+    if engine is None:
+        raise ValueError(f"unknown --asr_model {asr_model!r}: use mel, deepspeech, wav2vec or hubert "
+                         "(or a model id containing 'esperanto'/'wav2vec'/'hubert')")
+    return engine
 
 
 def feature_file_for(asr_model: str) -> str:
-    """File name (inside the data folder) the features of ``asr_model`` are stored under."""
-    name = asr_model.lower()
-    if "deepspeech" in name:
-        return "aud_ds.npy"
-    if "esperanto" in name or "wav2vec" in name:
-        return "aud_eo.npy"
-    if "hubert" in name:
-        return "aud_hu.npy"
-    return "aud.npy"
+    """File name (inside the data folder) the features of ``asr_model`` are stored under.
+
+    Any name the reference does not recognise maps to ``aud.npy``, as in the reference.
+    """
+    return FEATURE_FILES[_family(asr_model) or "mel"]
 
 
 # ---------------------------------------------------------------------------- windowing
