@@ -1,0 +1,352 @@
+"""Evaluation report of a test render: image metrics, lip sync, nearest-frame floor, frame strip.
+
+    evaluate_workspace("workspace/trial_may")        # latest render in workspace/trial_may/results
+
+Inputs, for render ``<name>`` in ``W/results``:
+- predicted frames: ``<name>_frames/{k:04d}.png`` (lossless, written by ``Trainer.test``) with
+  ``<name>_frames/index.json`` = ``{"frames": [{"k", "img_id", "aud_id"}], "data", "split",
+  "aud", "torso"}``; without that folder the frames are decoded from ``<name>.mp4`` and
+  mapped onto the held-out frames of ``--data`` (their counts must agree);
+- GT: ``<data>/gt_imgs/<img_id>.jpg`` when the render has GT (no new audio).
+
+Outputs: ``W/results/metrics.json`` (merged: the trainer's keys stay, ``sync``, ``sync_gt``,
+``baseline``, ``evaluation`` are added; a render other than the one the trainer scored goes
+under ``renders.<name>``), ``W/results/report.md`` and ``W/results/<name>_strip.png``.
+
+PSNR per frame is capped at 100 dB so identical frames give a finite number (JSON has no inf).
+The sync score is that of :mod:`nerf_triplane.sync`, for the prediction and for the GT frames
+against the same driving audio; for new audio (no GT) only the prediction's.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .metrics import MOUTH, load_lpips, lpips_distance, mouth_lmd, psnr, ssim
+from .sync import audio_envelope, mouth_opening, sync_score
+
+PSNR_CAP = 100.0
+STRIP_FRAMES = 6
+TILE = 192  # pixels per strip tile side
+SUFFIXES = ("_depth", "_pred_gt", "_strip")  # mp4/png outputs that are not a render's colour video
+
+
+# ---------------------------------------------------------------------------- inputs
+
+def _latest_render(results: Path) -> str:
+    """Name of the most recently written render in ``results`` (frames folder or colour mp4)."""
+    candidates = {}
+    for d in results.glob("*_frames"):
+        if (d / "index.json").is_file():
+            candidates[d.name[: -len("_frames")]] = (d / "index.json").stat().st_mtime
+    for mp4 in results.glob("*.mp4"):
+        if not mp4.stem.endswith(SUFFIXES) and not mp4.name.startswith("."):
+            candidates.setdefault(mp4.stem, mp4.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"no rendered video or frames in {results}: run main.py DATA --workspace "
+                                f"{results.parent} --test first")
+    return max(candidates, key=candidates.get)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _decode_mp4(path: Path) -> list[np.ndarray]:
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    w, h = meta["size"]
+    return [np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy() for buf in reader]
+
+
+def _split_frames(data: Path, split: str) -> list[dict]:
+    from .baseline import split_frames
+
+    return split_frames(data, split)
+
+
+def load_render(results: Path, name: str, data: str | os.PathLike | None) -> dict:
+    """Predicted frames and their bookkeeping.
+
+    Returns:
+        ``frames`` (list of uint8 [H, W, 3]), ``index`` (list of {k, img_id, aud_id}),
+        ``data`` (Path or None), ``split``, ``aud`` (str), ``has_gt``, ``source``
+        ("frames" | "mp4"), ``video`` (mp4 Path or None).
+    """
+    folder = results / f"{name}_frames"
+    video = results / f"{name}.mp4"
+    if (folder / "index.json").is_file():
+        info = json.loads((folder / "index.json").read_text())
+        index = info.get("frames") or []
+        frames = [_read_rgb(folder / f"{int(f['k']):04d}.png") for f in index]
+        data_dir = Path(data) if data else (Path(info["data"]) if info.get("data") else None)
+        split, aud, source = info.get("split", "test"), info.get("aud") or "", "frames"
+    elif video.is_file():
+        if not data:
+            raise ValueError(f"{video} has no {folder.name}/index.json: pass --data DATA so its frames can be "
+                             "matched to the held-out frames")
+        frames = _decode_mp4(video)
+        data_dir = Path(data)
+        split, aud, source = "test", "", "mp4"
+        held = _split_frames(data_dir, "test")
+        if len(held) != len(frames):
+            raise ValueError(f"{video} has {len(frames)} frames but {data_dir}/transforms_val.json lists "
+                             f"{len(held)}: without {folder.name}/index.json only a --test render of that "
+                             "folder can be evaluated")
+        index = [dict(k=k, **f) for k, f in enumerate(held)]
+    else:
+        raise FileNotFoundError(f"render {name!r} not found in {results}: expected {folder.name}/index.json "
+                                f"or {video.name}")
+    if not frames:
+        raise ValueError(f"render {name!r} in {results} has no frames")
+    if data_dir is not None and not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist: pass --data DATA")
+    return {"frames": frames, "index": index, "data": data_dir, "split": split, "aud": aud,
+            "has_gt": not aud and data_dir is not None, "source": source,
+            "video": video if video.is_file() else None}
+
+
+def driving_audio(render: dict) -> tuple[np.ndarray | None, str]:
+    """The audio that drove the render (16 kHz mono) and where it came from.
+
+    GT renders: ``<data>/aud.wav``. New audio: the ``aud`` file if it is audio, else the
+    track muxed into the mp4. (None, reason) when neither exists.
+    """
+    from data_utils.audio import load_audio
+
+    if not render["aud"]:
+        wav = render["data"] / "aud.wav" if render["data"] is not None else None
+        if wav is not None and wav.is_file():
+            return load_audio(wav), str(wav)
+        return None, f"no {wav} to compare the lips with"
+    aud = Path(render["aud"])
+    if aud.suffix.lower() != ".npy" and aud.is_file():
+        return load_audio(aud), str(aud)
+    video = render["video"]
+    if video is not None:
+        from .video import probe_video
+
+        if probe_video(video)["has_audio"]:
+            return load_audio(video), f"{video} (muxed track)"
+    return None, f"the driving audio of {render['aud']} is unknown (features only, no audio in the mp4)"
+
+
+# ---------------------------------------------------------------------------- scoring
+
+def _detect_all(detector, frames: list[np.ndarray]) -> np.ndarray:
+    """Landmarks of each frame, NaN where no face was found  # [N, 68, 2]."""
+    out = np.full((len(frames), 68, 2), np.nan)
+    for i, frame in enumerate(frames):
+        lms = detector.detect(frame)
+        if lms is not None:
+            out[i] = lms
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], lms_pred: np.ndarray, lms_gt: np.ndarray,
+                  lpips_net=None) -> dict:
+    """PSNR (capped at 100 dB), SSIM, LPIPS (None without a network) and mouth LMD.
+
+    Args:
+        preds, gts: uint8 frames  # N x [H, W, 3]
+        lms_pred, lms_gt: landmarks, NaN rows = not detected  # [N, 68, 2]
+    """
+    scores = {"psnr": [], "ssim": [], "lpips": [], "lmd": []}
+    for i, (p, g) in enumerate(zip(preds, gts)):
+        pf, gf = p / 255.0, g / 255.0
+        scores["psnr"].append(min(psnr(pf, gf), PSNR_CAP))
+        scores["ssim"].append(ssim(pf, gf))
+        if lpips_net is not None:
+            scores["lpips"].append(lpips_distance(lpips_net, pf, gf))
+        if np.isfinite(lms_pred[i]).all() and np.isfinite(lms_gt[i]).all():
+            scores["lmd"].append(mouth_lmd(lms_pred[i], lms_gt[i]))
+    return {"psnr": _mean(scores["psnr"]), "ssim": _mean(scores["ssim"]), "lpips": _mean(scores["lpips"]),
+            "lmd": _mean(scores["lmd"]), "lmd_frames": len(scores["lmd"]),
+            "lmd_skipped": len(preds) - len(scores["lmd"])}
+
+
+def _gt_frames(data: Path, index: list[dict], shape: tuple[int, int]) -> list[np.ndarray]:
+    out = []
+    for f in index:
+        img = _read_rgb(data / "gt_imgs" / f"{int(f['img_id'])}.jpg")
+        if img.shape[:2] != shape:
+            img = cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+        out.append(img)
+    return out
+
+
+# ---------------------------------------------------------------------------- outputs
+
+def _tile(img: np.ndarray, size: int) -> np.ndarray:
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _lip_crop(img: np.ndarray, lms: np.ndarray, size: int) -> np.ndarray:
+    """Square crop around points 48-67 (1.6x their extent), enlarged to ``size``; grey if unknown."""
+    if not np.isfinite(lms).all():
+        return np.full((size, size, 3), 128, np.uint8)
+    mouth = lms[MOUTH]
+    cx, cy = mouth.mean(axis=0)
+    half = max(8.0, 0.8 * float((mouth.max(axis=0) - mouth.min(axis=0)).max()))
+    h, w = img.shape[:2]
+    x0, x1 = int(max(0, cx - half)), int(min(w, cx + half))
+    y0, y1 = int(max(0, cy - half)), int(min(h, cy + half))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return np.full((size, size, 3), 128, np.uint8)
+    return cv2.resize(img[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def frame_strip(preds: list[np.ndarray], gts: list[np.ndarray] | None, lms_ref: np.ndarray,
+                n: int = STRIP_FRAMES, tile: int = TILE) -> np.ndarray:
+    """GT | prediction for ``n`` frames spread over the sequence, lips zoomed underneath.
+
+    The lip crop of both images uses the same window (from ``lms_ref``, the GT landmarks when
+    there is GT) so the two can be compared pixel for pixel.
+
+    Returns:
+        uint8 image  # [2 * tile, n * (2 or 1) * tile, 3]
+    """
+    picks = np.unique(np.linspace(0, len(preds) - 1, min(n, len(preds))).round().astype(int))
+    columns = []
+    for i in picks:
+        images = [gts[i], preds[i]] if gts is not None else [preds[i]]
+        for img in images:
+            columns.append(np.concatenate([_tile(img, tile), _lip_crop(img, lms_ref[i], tile)], axis=0))
+    return np.concatenate(columns, axis=1)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    if v is None:
+        return "n/a"
+    return format(v, spec) if isinstance(v, float) else str(v)
+
+
+def report_markdown(name: str, result: dict) -> str:
+    """The human summary written to ``report.md``."""
+    m, base = result.get("metrics") or {}, result.get("baseline") or {}
+    sync, sync_gt = result.get("sync") or {}, result.get("sync_gt") or {}
+    lines = [f"# Evaluation of `{name}`", "",
+             f"{result['frames']} frames ({result['source']}), split `{result['split']}`, "
+             f"data `{result['data']}`, audio: {result['audio']}.", ""]
+    if m:
+        lines += ["| metric | model | nearest-frame floor |", "|---|---|---|",
+                  f"| PSNR (dB) | {_fmt(m.get('psnr'), '.2f')} | {_fmt(base.get('psnr'), '.2f')} |",
+                  f"| SSIM | {_fmt(m.get('ssim'), '.4f')} | {_fmt(base.get('ssim'), '.4f')} |",
+                  f"| LPIPS (alex) | {_fmt(m.get('lpips'), '.4f')} | n/a |",
+                  f"| LMD (px) | {_fmt(m.get('lmd'))} | {_fmt(base.get('lmd'))} |", ""]
+        if base:
+            lines += [f"Floor: nearest training frame's head pasted into the GT frame ({base['n_frames']} "
+                      f"frames; whole-frame copy {_fmt(base.get('full_frame_psnr'), '.2f')} dB).", ""]
+    lines += ["| lip sync | model | GT video |", "|---|---|---|"]
+    for key, label in (("corr_at_0", "correlation at lag 0"), ("best_lag", "best lag (frames)"),
+                       ("best_corr", "best correlation")):
+        lines.append(f"| {label} | {_fmt(sync.get(key))} | {_fmt(sync_gt.get(key)) if sync_gt else 'n/a'} |")
+    lines += ["", "Sync: correlation of the inner-lip opening with the audio energy; a positive lag means "
+              "the mouth moves after the sound.", "",
+              f"![GT | prediction, lips zoomed]({name}_strip.png)", ""]
+    return "\n".join(lines)
+
+
+def _merge_metrics(path: Path, name: str, result: dict) -> dict:
+    """Merge ``result`` into metrics.json: top level for the render the trainer scored (or a
+    fresh file), else under ``renders.<name>``. The trainer's keys are kept."""
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    additions = {"sync": result["sync"], "sync_gt": result["sync_gt"], "baseline": result["baseline"],
+                 "evaluation": {k: result[k] for k in ("name", "frames", "source", "split", "data", "audio")}}
+    if result["metrics"]:
+        additions["evaluation"]["metrics"] = result["metrics"]
+    if current.get("name", name) == name:
+        for key, value in (result["metrics"] or {}).items():
+            current.setdefault(key, value)
+        current.setdefault("name", name)
+        current.update(additions)
+    else:
+        current.setdefault("renders", {})[name] = additions
+    _atomic_write_bytes(path, (json.dumps(current, indent=2) + "\n").encode())
+    return current
+
+
+# ---------------------------------------------------------------------------- entry point
+
+def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: bool = True,
+                       detector=None, lpips_weights: str | None = None) -> dict:
+    """Evaluate the latest (or named) render of ``workspace`` and write the report files.
+
+    Args:
+        workspace: folder holding ``results/``.
+        data: training folder (default: the ``data`` recorded in the render's index.json).
+        name: render name (``ngp_ep0003``, ``aud``...); default the most recent one.
+        baseline: also score the nearest-training-frame floor (cached in the data folder).
+        detector: landmark detector (``detect(rgb u8) -> [68, 2] | None``); default mediapipe.
+        lpips_weights: AlexNet weights for LPIPS (default: torch hub cache; None result without).
+    Returns:
+        ``name``, ``frames``, ``source``, ``split``, ``data``, ``audio``, ``metrics`` (psnr, ssim,
+        lpips, lmd... or None without GT), ``sync``, ``sync_gt`` (None without GT),
+        ``baseline`` (None if skipped or without GT), ``paths`` (metrics, report, strip).
+    """
+    workspace = Path(workspace)
+    results = workspace / "results"
+    if not results.is_dir():
+        raise FileNotFoundError(f"{results} does not exist: run main.py DATA --workspace {workspace} --test first")
+    name = name or _latest_render(results)
+    render = load_render(results, name, data)
+    preds = render["frames"]
+    if detector is None:
+        from data_utils.landmarks import LandmarkDetector
+
+        detector = LandmarkDetector("mediapipe")
+    lms_pred = _detect_all(detector, preds)
+
+    gts, lms_gt, metrics, sync_gt, floor = None, None, None, None, None
+    if render["has_gt"]:
+        gts = _gt_frames(render["data"], render["index"], preds[0].shape[:2])
+        lms_gt = _detect_all(detector, gts)
+        metrics = image_metrics(preds, gts, lms_pred, lms_gt, load_lpips(lpips_weights))
+        if baseline and render["split"] in ("test", "val"):
+            from .baseline import nearest_frame_baseline
+
+            floor = nearest_frame_baseline(render["data"], render["split"], detector=detector)
+            floor = {k: v for k, v in floor.items() if k != "matches"}
+
+    audio, audio_from = driving_audio(render)
+    sync = None
+    if audio is not None:
+        envelope = audio_envelope(audio, 16000, frame_ids=[int(f["aud_id"]) for f in render["index"]])
+        sync = sync_score(mouth_opening(lms_pred), envelope)
+        if lms_gt is not None:
+            sync_gt = sync_score(mouth_opening(lms_gt), envelope)
+
+    result = {"name": name, "frames": len(preds), "source": render["source"], "split": render["split"],
+              "data": None if render["data"] is None else str(render["data"]), "audio": audio_from,
+              "metrics": metrics, "sync": sync, "sync_gt": sync_gt, "baseline": floor}
+    strip_path = results / f"{name}_strip.png"
+    strip = frame_strip(preds, gts, lms_gt if lms_gt is not None else lms_pred)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode {strip_path}")
+    _atomic_write_bytes(strip_path, png.tobytes())
+    report_path = results / "report.md"
+    _atomic_write_bytes(report_path, report_markdown(name, result).encode())
+    metrics_path = results / "metrics.json"
+    _merge_metrics(metrics_path, name, result)
+    result["paths"] = {"metrics": str(metrics_path), "report": str(report_path), "strip": str(strip_path)}
+    return result

@@ -1,0 +1,156 @@
+"""Named training settings for ``main.py --preset NAME`` and ``scripts/run_subject.sh``.
+
+    python -m nerf_triplane.presets cpu --stage head     # prints the main.py flags of a stage
+
+Each preset has common flags (every stage and --test) and per-stage iteration counts.
+``--iters`` is the *total* step count of a workspace, as in the reference: the lips stage
+resumes the head checkpoint and runs ``head + lips`` steps in all.
+
+``paper``: the reference recipe (ERNERF_FACTS.md §1): 65536 rays, 128³ grid, 16 marching
+steps, -O; head 100000 steps, +25000 lips (``--finetune_lips --patch_size 32``), torso 200000.
+
+``cpu``: the best quality this 2-core CPU machine reaches in about one hour of training for a
+1-minute 512² video. Measured on May_5s processed at 512² (head stage, C++ backends,
+OMP_NUM_THREADS=1, machine shared with other jobs, 50 s of training per setting from scratch):
+    4096 rays, 64³ grid:  0.30 s/step, train PSNR 27.9 dB after 166 steps
+    2048 rays, 64³ grid:  0.15 s/step, 27.0 dB after 343 steps
+    1024 rays, 64³ grid:  0.10 s/step, 26.9 dB after 517 steps
+    2048 rays, 128³ grid: 0.39 s/step, 23.8 dB after 129 steps
+At equal wall time 4096 rays learn fastest, and a 128³ grid costs 2.7x per step (its refresh
+dominates on the CPU) for a head that fills few of its cells, so: 4096 rays, 64³ grid,
+head 6000 steps (~30 min), torso 4000 steps (the torso branch is lighter; not timed here),
+plus rendering. Lips finetuning (only with the AlexNet LPIPS weights) adds 1500 steps, the
+reference's +25 %.
+
+``tiny``: smoke runs (CI, tests): a few dozen steps on 256 rays and a 32³ grid.
+
+Explicit command-line flags win over a preset: ``apply_preset`` changes only options whose
+value still equals the parser default (or, given ``argv``, options absent from it).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+STAGES = ("head", "lips", "torso", "test")
+
+PRESETS: dict[str, dict] = {
+    "paper": {
+        "flags": {"O": True, "num_rays": 65536, "grid_size": 128, "max_steps": 16},
+        "iters": {"head": 100000, "lips": 25000, "torso": 200000},
+    },
+    "cpu": {
+        "flags": {"O": True, "num_rays": 4096, "grid_size": 64, "max_steps": 16},
+        "iters": {"head": 6000, "lips": 1500, "torso": 4000},
+    },
+    "tiny": {
+        "flags": {"O": True, "num_rays": 256, "grid_size": 32, "max_steps": 8, "eval_interval": 1,
+                  "max_keep_ckpt": 1},
+        "iters": {"head": 30, "lips": 8, "torso": 20},
+    },
+}
+
+# Flags that only the lips stage adds on top of a preset's common flags.
+LIPS_FLAGS = {"finetune_lips": True, "patch_size": 32}
+
+
+def _preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def stage_settings(name: str, stage: str) -> dict:
+    """Option values (dest -> value) of preset ``name`` for ``stage`` (head|lips|torso|test).
+
+    ``iters`` is the workspace's total: lips = head + lips steps (it resumes the head run).
+    """
+    preset = _preset(name)
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
+    settings = dict(preset["flags"])
+    iters = preset["iters"]
+    if stage == "head":
+        settings["iters"] = iters["head"]
+    elif stage == "lips":
+        settings.update(LIPS_FLAGS, iters=iters["head"] + iters["lips"])
+    elif stage == "torso":
+        settings.update(torso=True, iters=iters["torso"])
+    return settings
+
+
+def _explicit_dests(argv: list[str]) -> set[str]:
+    """Option names the user wrote in ``argv`` (a parser whose defaults are all suppressed)."""
+    from .options import get_parser
+
+    parser = get_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    given, _ = parser.parse_known_args(argv)
+    return set(vars(given))
+
+
+def apply_preset(opt: argparse.Namespace, argv: list[str] | None = None) -> argparse.Namespace:
+    """Fill ``opt`` (from ``options.parse_args``) with preset ``opt.preset``, in place.
+
+    Only options the user did not set are changed: with ``argv`` (the command line without
+    the program name) exactly the flags absent from it; without, those still equal to the
+    parser default (so a flag given with its default value is taken from the preset).
+    The stage follows ``opt``: --torso -> torso, --finetune_lips -> lips, --test -> test,
+    else head. The -O implications are re-applied. Unknown name -> ValueError.
+    """
+    from .options import finalize, get_parser
+
+    name = opt.preset
+    _preset(name)
+    if opt.torso:
+        stage = "torso"
+    elif opt.finetune_lips:
+        stage = "lips"
+    elif opt.test:
+        stage = "test"
+    else:
+        stage = "head"
+    settings = stage_settings(name, stage)
+    if argv is not None:
+        explicit = _explicit_dests(argv)
+        is_free = lambda dest: dest not in explicit  # noqa: E731
+    else:
+        defaults = vars(get_parser().parse_args([opt.path]))
+        is_free = lambda dest: getattr(opt, dest) == defaults[dest]  # noqa: E731
+    for dest, value in settings.items():
+        if is_free(dest):
+            setattr(opt, dest, value)
+    return finalize(opt)
+
+
+def stage_flags(name: str, stage: str) -> list[str]:
+    """``main.py`` command-line flags of preset ``name`` for ``stage``, e.g. ``["-O", "--iters", "30"]``."""
+    flags = []
+    for dest, value in stage_settings(name, stage).items():
+        flag = "-O" if dest == "O" else f"--{dest}"
+        if value is True:
+            flags.append(flag)
+        elif value is not False:
+            flags += [flag, str(value)]
+    return flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nerf_triplane.presets",
+                                     description="Print the main.py flags of a preset's stage.")
+    parser.add_argument("name", help=f"preset: {', '.join(PRESETS)}")
+    parser.add_argument("--stage", default="head", help=f"one of {', '.join(STAGES)}")
+    args = parser.parse_args(argv)
+    try:
+        print(shlex.join(stage_flags(args.name, args.stage)))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

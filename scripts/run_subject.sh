@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# One talking-head video to a trained ER-NeRF and a new-audio video, on the CPU:
+#
+#   scripts/run_subject.sh VIDEO [NEW_AUDIO]
+#
+#   1. process    data_utils/process.py -> $WORK/data/<ID>/ (the video is copied to <ID>.mp4)
+#   2. head       main.py -> $WORK/trial_<ID>/ (MSE stage)
+#   3. lips       --finetune_lips --patch_size 32 in the same workspace; skipped with a notice
+#                 when the AlexNet LPIPS weights (alexnet-owt-7be5be79.pth) are absent
+#   4. torso      --torso --head_ckpt trial_<ID>/checkpoints/ngp.pth -> $WORK/trial_<ID>_torso/
+#   5. test       --test --torso, then scripts/evaluate.py (metrics.json, report.md, strip)
+#   6. new audio  --test --test_train --torso --aud NEW_AUDIO --smooth_path
+#                 (default NEW_AUDIO: the subject's own data/<ID>/aud.wav)
+# <ID> is the video's file name without extension. Settings come from the preset
+# (nerf_triplane/presets.py: `python -m nerf_triplane.presets $PRESET --stage head` prints them).
+#
+# Environment: PRESET (cpu | paper | tiny; default cpu), WORK (root folder; default workspace),
+# PYTHON (default .venv/bin/python), OMP_NUM_THREADS (default 1: steadier on a shared machine).
+# Resumable: a finished stage leaves $WORK/trial_<ID>*/stage_<name>.done and is skipped when
+# rerun; an interrupted training resumes from its last checkpoint; process.py skips the
+# steps whose outputs exist. Delete a .done file to redo that stage.
+set -euo pipefail
+
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+  echo "usage: $0 VIDEO [NEW_AUDIO]   (env PRESET=cpu|paper|tiny, WORK=folder)" >&2
+  exit 2
+fi
+VIDEO="$(realpath "$1")"
+NEW_AUDIO="${2:+$(realpath "$2")}"
+[ -f "$VIDEO" ] || { echo "error: video $1 not found" >&2; exit 2; }
+if [ -n "$NEW_AUDIO" ] && [ ! -f "$NEW_AUDIO" ]; then echo "error: audio $2 not found" >&2; exit 2; fi
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+PRESET="${PRESET:-cpu}"
+WORK="$(mkdir -p "${WORK:-workspace}" && realpath "${WORK:-workspace}")"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+cd "$ROOT"
+
+ID="$(basename "${VIDEO%.*}")"
+DATA="$WORK/data/$ID"
+HEAD="$WORK/trial_$ID"
+TORSO="$WORK/trial_${ID}_torso"
+flags() { "$PY" -m nerf_triplane.presets "$PRESET" --stage "$1"; }
+# Validates the preset name before any work starts.
+HEAD_FLAGS=$(flags head)
+LIPS_FLAGS=$(flags lips)
+TORSO_FLAGS=$(flags torso)
+TEST_FLAGS=$(flags test)
+log() { echo "[run_subject] $*"; }
+done_mark() { touch "$1/stage_$2.done"; }
+is_done() { [ -f "$1/stage_$2.done" ]; }
+
+log "subject $ID, preset $PRESET, work folder $WORK"
+mkdir -p "$DATA" "$HEAD" "$TORSO"
+if [ ! -f "$DATA/$ID.mp4" ]; then
+  cp "$VIDEO" "$DATA/$ID.mp4"
+fi
+
+log "1/6 process -> $DATA"
+"$PY" data_utils/process.py "$DATA/$ID.mp4"
+
+if is_done "$HEAD" head; then
+  log "2/6 head: done before, skipped"
+else
+  log "2/6 head -> $HEAD ($HEAD_FLAGS)"
+  # shellcheck disable=SC2086  # the preset flags are a word list
+  "$PY" main.py "$DATA" --workspace "$HEAD" $HEAD_FLAGS
+  done_mark "$HEAD" head
+fi
+
+if is_done "$HEAD" lips; then
+  log "3/6 lips: done before, skipped"
+elif ! "$PY" -c "import sys; from nerf_triplane.metrics import find_alexnet_weights; sys.exit(find_alexnet_weights() is None)"; then
+  log "3/6 lips: skipped, no AlexNet LPIPS weights (put alexnet-owt-7be5be79.pth in the torch hub cache checkpoints/)"
+else
+  log "3/6 lips finetune -> $HEAD ($LIPS_FLAGS)"
+  # shellcheck disable=SC2086
+  "$PY" main.py "$DATA" --workspace "$HEAD" $LIPS_FLAGS
+  done_mark "$HEAD" lips
+fi
+
+if is_done "$TORSO" torso; then
+  log "4/6 torso: done before, skipped"
+else
+  log "4/6 torso -> $TORSO ($TORSO_FLAGS)"
+  # shellcheck disable=SC2086
+  "$PY" main.py "$DATA" --workspace "$TORSO" $TORSO_FLAGS --head_ckpt "$HEAD/checkpoints/ngp.pth"
+  done_mark "$TORSO" torso
+fi
+
+if is_done "$TORSO" test; then
+  log "5/6 test: done before, skipped"
+else
+  log "5/6 test metrics -> $TORSO/results"
+  # shellcheck disable=SC2086
+  "$PY" main.py "$DATA" --workspace "$TORSO" $TEST_FLAGS --torso --test
+  "$PY" scripts/evaluate.py "$TORSO" --data "$DATA"
+  done_mark "$TORSO" test
+fi
+
+AUDIO="${NEW_AUDIO:-$DATA/aud.wav}"
+STEM="$(basename "${AUDIO%.*}")"
+if [ -f "$TORSO/results/$STEM.mp4" ] && [ "$TORSO/results/$STEM.mp4" -nt "$AUDIO" ]; then
+  log "6/6 new audio: $TORSO/results/$STEM.mp4 exists, skipped"
+else
+  log "6/6 new audio $AUDIO -> $TORSO/results/$STEM.mp4"
+  # shellcheck disable=SC2086
+  "$PY" main.py "$DATA" --workspace "$TORSO" $TEST_FLAGS --torso --test --test_train --aud "$AUDIO" --smooth_path
+fi
+
+log "done: report $TORSO/results/report.md, video $TORSO/results/$STEM.mp4"

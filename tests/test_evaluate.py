@@ -1,0 +1,205 @@
+"""Evaluation report, sync score, nearest-frame floor and presets."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from nerf_triplane import presets
+from nerf_triplane.options import parse_args
+from nerf_triplane.sync import audio_envelope, mouth_opening, sync_score
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    """A 66-frame 256² synthetic subject (60 train, 6 held-out) whose mouth follows its audio."""
+    from data_utils.synthetic import make_synthetic_subject
+
+    return make_synthetic_subject(tmp_path_factory.mktemp("eval") / "syn", n_frames=66, size=256, seed=3)
+
+
+def _frames(data, split):
+    name = "train" if split == "train" else "val"
+    return json.loads((data / f"transforms_{name}.json").read_text())["frames"]
+
+
+def _lms(data, ids):
+    return np.stack([np.loadtxt(data / "ori_imgs" / f"{i}.lms") for i in ids])
+
+
+# ---------------------------------------------------------------------------- sync
+
+
+@pytest.mark.parametrize("shift", [-4, 0, 3])
+def test_sync_recovers_shifted_audio(subject, shift):
+    from data_utils.audio import load_audio
+
+    ids = [f["img_id"] for f in _frames(subject, "train")]
+    opening = mouth_opening(_lms(subject, ids))
+    audio = load_audio(subject / "aud.wav")
+    # Audio read `shift` frames later: the mouth then follows that envelope `shift` frames late.
+    score = sync_score(opening, audio_envelope(audio, 16000, frame_ids=ids, offset_frames=shift))
+    assert abs(score["best_lag"] - shift) <= 1
+    assert score["best_corr"] > 0.5
+    assert len(score["corr"]) == 21 and score["frames"] == len(ids)
+
+
+def test_sync_edge_cases():
+    lms = np.zeros((3, 68, 2))
+    lms[:, 36:42] = [0.0, 0.0]
+    lms[:, 42:48] = [10.0, 0.0]
+    lms[:, 61:64, 1] = 0.0
+    lms[:, 65:68, 1] = [[2.0], [4.0], [np.nan]]
+    opening = mouth_opening(lms)
+    assert opening[:2] == pytest.approx([0.2, 0.4]) and np.isnan(opening[2])
+    with pytest.raises(ValueError, match=r"\[N, 68, 2\]"):
+        mouth_opening(np.zeros((3, 20, 2)))
+    # Too few frames for any lag: every value is None rather than a fake correlation.
+    short = sync_score(np.arange(5.0), np.arange(5.0), max_lag=2)
+    assert short["best_lag"] is None and short["corr_at_0"] is None
+    # Silence then a constant tone starting at 0.1 s; frames at 0, 0.1, 0.2 s (10 fps).
+    env = audio_envelope(np.r_[np.zeros(1600), np.ones(3200)], 16000, n_frames=3, fps=10)
+    assert env == pytest.approx([-60.0, 10 * np.log10(0.5), 0.0])
+
+
+# ---------------------------------------------------------------------------- baseline
+
+
+def test_nearest_frame_baseline(subject, tmp_path):
+    from nerf_triplane.baseline import nearest_frame_baseline, nearest_indices
+
+    data = tmp_path / "syn"
+    shutil.copytree(subject, data)
+    pool = _lms(data, range(10))
+    # Position and size do not matter, only the shape: a moved, scaled copy of frame 4 finds frame 4.
+    assert nearest_indices(pool[4:5] * 1.7 + 30, pool)[0] == 4
+    result = nearest_frame_baseline(data, "test")
+    assert result["n_frames"] == 6 and len(result["matches"]) == 6
+    assert all(m[1] < 60 for m in result["matches"])
+    assert 15 < result["psnr"] < 100 and result["full_frame_psnr"] <= result["psnr"]
+    assert 0 < result["ssim"] < 1
+    assert result["lmd"] is not None and 0 <= result["lmd"] < 10
+    cache = data / "baseline_test.json"
+    assert cache.is_file()
+    # The cache answers a second call; a changed frame list invalidates it.
+    cached = json.loads(cache.read_text())
+    cached["result"]["psnr"] = -1.0
+    cache.write_text(json.dumps(cached))
+    assert nearest_frame_baseline(data, "test")["psnr"] == -1.0
+    val = json.loads((data / "transforms_val.json").read_text())
+    val["frames"] = val["frames"][:3]
+    (data / "transforms_val.json").write_text(json.dumps(val))
+    again = nearest_frame_baseline(data, "test", max_frames=2)
+    assert again["n_frames"] == 2 and again["psnr"] > 15
+
+
+# ---------------------------------------------------------------------------- evaluate_workspace
+
+
+def _workspace_with_gt_frames(ws, data, split):
+    """A workspace whose render is exactly the GT frames of ``split`` (lossless frames folder)."""
+    import cv2
+
+    frames = _frames(data, split)
+    folder = ws / "results" / "ngp_ep0001_frames"
+    folder.mkdir(parents=True)
+    index = []
+    for k, f in enumerate(frames[:24]):  # SSIM costs ~0.5 s per 256² frame
+        shutil.copy(data / "gt_imgs" / f"{f['img_id']}.jpg", folder / "tmp.jpg")
+        cv2.imwrite(str(folder / f"{k:04d}.png"), cv2.imread(str(folder / "tmp.jpg")))
+        index.append({"k": k, "img_id": f["img_id"], "aud_id": f["aud_id"]})
+    (folder / "tmp.jpg").unlink()
+    (folder / "index.json").write_text(json.dumps(
+        {"frames": index, "data": str(data), "split": split, "aud": "", "torso": False}))
+    (ws / "results" / "metrics.json").write_text(json.dumps({"name": "ngp_ep0001", "psnr": 99.0}))
+
+
+def test_evaluate_identical_frames(subject, tmp_path):
+    from nerf_triplane.evaluation import evaluate_workspace
+
+    ws = tmp_path / "ws"
+    _workspace_with_gt_frames(ws, subject, "train")
+    result = evaluate_workspace(ws)
+    m = result["metrics"]
+    assert result["name"] == "ngp_ep0001" and result["frames"] == 24 and result["source"] == "frames"
+    assert m["psnr"] == 100.0 and m["ssim"] == pytest.approx(1.0)
+    assert m["lmd"] == 0.0 and m["lmd_frames"] == 24
+    assert result["sync"] == result["sync_gt"]
+    assert result["sync"]["best_lag"] == 0 and result["sync"]["best_corr"] > 0.5
+    assert result["baseline"] is None  # the floor is for held-out frames only
+
+    merged = json.loads((ws / "results" / "metrics.json").read_text())
+    assert merged["psnr"] == 99.0  # the trainer's value is kept
+    assert merged["ssim"] == pytest.approx(1.0) and merged["sync"]["best_lag"] == 0
+    report = (ws / "results" / "report.md").read_text()
+    assert "ngp_ep0001_strip.png" in report and "| PSNR (dB) | 100.00 |" in report
+    import cv2
+
+    strip = cv2.imread(str(ws / "results" / "ngp_ep0001_strip.png"))
+    assert strip.shape == (2 * 192, 12 * 192, 3)
+
+
+def test_evaluate_cli_mp4_fallback_and_errors(subject, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    from nerf_triplane.video import write_video
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import evaluate
+
+    ws = tmp_path / "ws"
+    assert evaluate.main([str(ws)]) == 2
+    assert "--test first" in capsys.readouterr().err
+    (ws / "results").mkdir(parents=True)
+    assert evaluate.main([str(ws)]) == 2
+    assert "no rendered video" in capsys.readouterr().err
+
+    import cv2
+
+    held = _frames(subject, "test")
+    imgs = [cv2.cvtColor(cv2.imread(str(subject / "gt_imgs" / f"{f['img_id']}.jpg")), cv2.COLOR_BGR2RGB)
+            for f in held]
+    write_video(ws / "results" / "ngp_ep0002.mp4", imgs, quality=10)
+    write_video(ws / "results" / "ngp_ep0002_depth.mp4", imgs)
+    assert evaluate.main([str(ws)]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert evaluate.main([str(ws), "--data", str(subject), "--no-baseline"]) == 0
+    out = capsys.readouterr().out
+    out = json.loads(out[out.index('{\n  "name"'):])  # after the LPIPS notice
+    assert out["name"] == "ngp_ep0002" and out["frames"] == 6
+    assert out["metrics"]["psnr"] > 30 and out["baseline"] is None
+    assert out["sync"]["best_lag"] is None  # 6 frames are too few to correlate
+    assert json.loads((ws / "results" / "metrics.json").read_text())["name"] == "ngp_ep0002"
+
+
+# ---------------------------------------------------------------------------- presets
+
+
+def test_presets_explicit_flags_win(tmp_path):
+    opt = parse_args([str(tmp_path), "--preset", "cpu", "--num_rays", "512"])
+    presets.apply_preset(opt)
+    assert opt.num_rays == 512 and opt.grid_size == 64 and opt.iters == presets.PRESETS["cpu"]["iters"]["head"]
+    assert opt.O and opt.cuda_ray and opt.exp_eye  # -O implications re-applied
+
+    # With argv, a flag given at its parser default still wins.
+    argv = [str(tmp_path), "--preset", "cpu", "--grid_size", "128", "--torso"]
+    opt = parse_args(argv)
+    presets.apply_preset(opt, argv)
+    assert opt.grid_size == 128 and opt.iters == presets.PRESETS["cpu"]["iters"]["torso"]
+
+    opt = parse_args([str(tmp_path), "--preset", "paper", "--finetune_lips"])
+    presets.apply_preset(opt)
+    assert opt.patch_size == 32 and opt.iters == 125000 and opt.num_rays == 65536
+
+
+def test_presets_errors_and_cli(capsys):
+    opt = parse_args(["x", "--preset", "nope"])
+    with pytest.raises(ValueError, match="paper, cpu, tiny"):
+        presets.apply_preset(opt)
+    with pytest.raises(ValueError, match="stage"):
+        presets.stage_flags("tiny", "warmup")
+    assert presets.main(["tiny", "--stage", "torso"]) == 0
+    out = capsys.readouterr().out.split()
+    assert "--torso" in out and out[out.index("--iters") + 1] == str(presets.PRESETS["tiny"]["iters"]["torso"])
+    assert presets.main(["nope"]) == 2
