@@ -3,8 +3,9 @@
 
 #include <torch/extension.h>
 
-#define CHECK_CUDA(x) TORCH_CHECK((x).is_cuda(), #x " must be a CUDA tensor")
-#define CHECK_CPU(x) TORCH_CHECK((x).device().is_cpu(), #x " must be a CPU tensor")
+// `dev` is the c10::DeviceType of the calling backend, e.g. "inputs must be a CUDA tensor".
+#define CHECK_DEVICE(x, dev) \
+  TORCH_CHECK((x).device().type() == (dev), #x " must be a ", c10::DeviceTypeName(dev), " tensor")
 #define CHECK_CONTIGUOUS(x) TORCH_CHECK((x).is_contiguous(), #x " must be contiguous")
 #define CHECK_DTYPE(x, t) TORCH_CHECK((x).scalar_type() == (t), #x " must be ", (t), ", got ", (x).scalar_type())
 #define CHECK_DIM(x, d) TORCH_CHECK((x).dim() == (d), #x " must have ", (d), " dims, got ", (x).dim())

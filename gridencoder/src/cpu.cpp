@@ -3,34 +3,21 @@
 
 #include <ATen/Parallel.h>
 
-#include "ext_checks.h"
 #include "gridencoder.h"
+#include "validate.h"
 
 namespace {
 
 using gridenc::Cell;
 using gridenc::Levels;
 
-void check_args(const at::Tensor& inputs, const at::Tensor& embeddings, const Levels& lv) {
-  CHECK_CPU(inputs);
-  CHECK_CPU(embeddings);
-  CHECK_CONTIGUOUS(inputs);
-  CHECK_CONTIGUOUS(embeddings);
-  CHECK_DIM(inputs, 2);
-  CHECK_DIM(embeddings, 2);
-  TORCH_CHECK(inputs.scalar_type() == embeddings.scalar_type(), "inputs (", inputs.scalar_type(),
-              ") and embeddings (", embeddings.scalar_type(), ") must share a dtype");
-  TORCH_CHECK(embeddings.size(0) == lv.offset[lv.num_levels], "embeddings must have ", lv.offset[lv.num_levels],
-              " rows (offsets[-1]), got ", embeddings.size(0));
-}
-
 // inputs: [N, D] in [0, 1] -> features [N, L*C] (level-major).
 at::Tensor grid_encode_forward(const at::Tensor& inputs, const at::Tensor& embeddings,
                                const std::vector<int64_t>& offsets, const std::vector<double>& scales,
                                const std::vector<int64_t>& resolutions, int64_t gridtype, bool align_corners,
                                int64_t interpolation) {
-  const Levels lv = gridenc::make_levels(offsets, scales, resolutions, gridtype, align_corners, interpolation);
-  check_args(inputs, embeddings, lv);
+  const Levels lv = gridenc::check_forward_args(inputs, embeddings, offsets, scales, resolutions, gridtype,
+                                                align_corners, interpolation, at::kCPU);
   const int64_t N = inputs.size(0), L = lv.num_levels, C = embeddings.size(1);
   auto outputs = at::empty({N, L * C}, embeddings.options());
   AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "grid_encode_forward", [&] {
@@ -56,14 +43,9 @@ std::tuple<at::Tensor, at::Tensor> grid_encode_backward(
     const at::Tensor& v_outputs, const at::Tensor& inputs, const at::Tensor& embeddings,
     const std::vector<int64_t>& offsets, const std::vector<double>& scales, const std::vector<int64_t>& resolutions,
     int64_t gridtype, bool align_corners, int64_t interpolation, bool need_input_grad) {
-  const Levels lv = gridenc::make_levels(offsets, scales, resolutions, gridtype, align_corners, interpolation);
-  check_args(inputs, embeddings, lv);
-  CHECK_CPU(v_outputs);
-  CHECK_CONTIGUOUS(v_outputs);
+  const Levels lv = gridenc::check_backward_args(v_outputs, inputs, embeddings, offsets, scales, resolutions,
+                                                 gridtype, align_corners, interpolation, at::kCPU);
   const int64_t N = inputs.size(0), L = lv.num_levels, C = embeddings.size(1);
-  TORCH_CHECK(v_outputs.dim() == 2 && v_outputs.size(0) == N && v_outputs.size(1) == L * C,
-              "v_outputs must have shape [", N, ", ", L * C, "], got ", v_outputs.sizes());
-  CHECK_DTYPE(v_outputs, embeddings.scalar_type());
   auto v_embeddings = at::zeros_like(embeddings);
   auto v_inputs = need_input_grad ? at::zeros_like(inputs) : at::empty({0}, inputs.options());
   AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "grid_encode_backward", [&] {

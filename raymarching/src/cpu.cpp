@@ -18,18 +18,11 @@ constexpr auto kCPU = at::kCPU;
 constexpr int64_t kRayGrain = 64;    // rays per task: march/composite cost ~ 10-100 steps each
 constexpr int64_t kCellGrain = 4096;  // cheap per-element work
 
-void expect_rays(const at::Tensor& rays_o, const at::Tensor& rays_d) {
-    rm::expect(rays_o, "rays_o", kCPU, at::kFloat, {-1, 3});
-    rm::expect(rays_d, "rays_d", kCPU, at::kFloat, {rays_o.size(0), 3});
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> near_far_from_aabb(const at::Tensor& rays_o, const at::Tensor& rays_d,
                                                       const at::Tensor& aabb, double min_near) {
-    expect_rays(rays_o, rays_d);
-    rm::expect(aabb, "aabb", kCPU, at::kFloat, {6});
-    const int64_t N = rays_o.size(0);
+    const int64_t N = rm::check_near_far(rays_o, rays_d, aabb, kCPU);
     auto nears = at::empty({N}, rays_o.options());
     auto fars = at::empty({N}, rays_o.options());
     const float* o = rays_o.data_ptr<float>();
@@ -44,8 +37,7 @@ std::tuple<at::Tensor, at::Tensor> near_far_from_aabb(const at::Tensor& rays_o, 
 }
 
 at::Tensor sph_from_ray(const at::Tensor& rays_o, const at::Tensor& rays_d, double radius) {
-    expect_rays(rays_o, rays_d);
-    const int64_t N = rays_o.size(0);
+    const int64_t N = rm::expect_rays(rays_o, rays_d, kCPU);
     auto coords = at::empty({N, 2}, rays_o.options());
     const float* o = rays_o.data_ptr<float>();
     const float* d = rays_d.data_ptr<float>();
@@ -83,11 +75,7 @@ at::Tensor morton3D_invert(const at::Tensor& indices) {
 }
 
 void packbits(const at::Tensor& grid, double thresh, at::Tensor& bitfield) {
-    TORCH_CHECK(grid.is_floating_point(), "grid must be a floating tensor, got ", grid.scalar_type());
-    rm::expect(grid, "grid", kCPU, grid.scalar_type(), {-1, -1});
-    TORCH_CHECK(grid.numel() % 8 == 0, "grid.numel() must be a multiple of 8, got ", grid.numel());
-    rm::expect(bitfield, "bitfield", kCPU, at::kByte, {grid.numel() / 8});
-    const int64_t bytes = grid.numel() / 8;
+    const int64_t bytes = rm::check_packbits(grid, bitfield, kCPU);
     uint8_t* out = bitfield.data_ptr<uint8_t>();
     AT_DISPATCH_FLOATING_TYPES(grid.scalar_type(), "packbits", [&] {
         const scalar_t* g = grid.data_ptr<scalar_t>();
@@ -103,9 +91,7 @@ void packbits(const at::Tensor& grid, double thresh, at::Tensor& bitfield) {
 }
 
 at::Tensor morton3D_dilation(const at::Tensor& grid) {
-    TORCH_CHECK(grid.is_floating_point(), "grid must be a floating tensor, got ", grid.scalar_type());
-    rm::expect(grid, "grid", kCPU, grid.scalar_type(), {-1, -1});
-    const int64_t H = rm::grid_side(grid);
+    const int64_t H = rm::check_dilation(grid, kCPU);
     const int64_t cells = grid.size(1);
     const int64_t total = grid.numel();
     auto out = at::empty_like(grid);
@@ -138,14 +124,7 @@ std::vector<at::Tensor> march_rays_train(const at::Tensor& rays_o, const at::Ten
                                          const at::Tensor& bitfield, const at::Tensor& nears,
                                          const at::Tensor& fars, const std::optional<at::Tensor>& noise,
                                          double bound, double dt_gamma, int64_t max_steps, int64_t C, int64_t H) {
-    expect_rays(rays_o, rays_d);
-    const int64_t N = rays_o.size(0);
-    rm::expect(bitfield, "density_bitfield", kCPU, at::kByte, {-1});
-    rm::expect_grid(C, H, bitfield);
-    rm::expect(nears, "nears", kCPU, at::kFloat, {N});
-    rm::expect(fars, "fars", kCPU, at::kFloat, {N});
-    rm::expect_opt(noise, "noise", kCPU, at::kFloat, {N});
-    TORCH_CHECK(max_steps >= 1, "max_steps must be >= 1, got ", max_steps);
+    const int64_t N = rm::check_march_train(rays_o, rays_d, bitfield, nears, fars, noise, max_steps, C, H, kCPU);
 
     const rm::StepRule rule = rm::make_step_rule((float)dt_gamma, (int)max_steps, (int)C, (int)H);
     const rm::OccupancyGrid grid{bitfield.data_ptr<uint8_t>(), (int)C, (int)H, (float)bound};
@@ -208,22 +187,6 @@ std::vector<at::Tensor> march_rays_train(const at::Tensor& rays_o, const at::Ten
 
 namespace {
 
-// Checks of the per-sample inputs of the compositors; returns their dtype.
-at::ScalarType expect_samples(const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& deltas,
-                              const std::optional<at::Tensor>& aud, const std::optional<at::Tensor>& eye,
-                              const std::optional<at::Tensor>& unc) {
-    const auto dtype = sigmas.scalar_type();
-    TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "sigmas must be float32 or float64, got ", dtype);
-    rm::expect(sigmas, "sigmas", kCPU, dtype, {-1});
-    const int64_t M = sigmas.size(0);
-    rm::expect(rgbs, "rgbs", kCPU, dtype, {M, 3});
-    rm::expect(deltas, "deltas", kCPU, dtype, {M, 2});
-    rm::expect_opt(aud, "ambient_aud", kCPU, dtype, {M});
-    rm::expect_opt(eye, "ambient_eye", kCPU, dtype, {M});
-    rm::expect_opt(unc, "uncertainty", kCPU, dtype, {M});
-    return dtype;
-}
-
 // A ray's (output index, first sample, count), or false if it lies outside the buffers.
 bool ray_entry(const int32_t* rays, int64_t r, int64_t N, int64_t M, int64_t& index, int64_t& first,
                int64_t& count) {
@@ -240,8 +203,7 @@ std::vector<at::Tensor> composite_rays_train_forward(const at::Tensor& sigmas, c
                                                      const std::optional<at::Tensor>& aud,
                                                      const std::optional<at::Tensor>& eye,
                                                      const std::optional<at::Tensor>& unc, double T_thresh) {
-    const auto dtype = expect_samples(sigmas, rgbs, deltas, aud, eye, unc);
-    rm::expect(rays, "rays", kCPU, at::kInt, {-1, 3});
+    const auto dtype = rm::check_composite_train(sigmas, rgbs, deltas, rays, aud, eye, unc, kCPU);
     const int64_t M = sigmas.size(0), N = rays.size(0);
     const auto opts = sigmas.options();
     auto ws = at::zeros({N}, opts), aud_sum = at::zeros({N}, opts), eye_sum = at::zeros({N}, opts);
@@ -283,17 +245,10 @@ std::vector<std::optional<at::Tensor>> composite_rays_train_backward(
     const at::Tensor& deltas, const at::Tensor& rays, const std::optional<at::Tensor>& unc, const at::Tensor& ws,
     const at::Tensor& unc_sum, const at::Tensor& depth, const at::Tensor& image, double T_thresh, bool need_aud,
     bool need_eye, bool need_unc) {
-    const auto dtype = expect_samples(sigmas, rgbs, deltas, std::nullopt, std::nullopt, unc);
-    rm::expect(rays, "rays", kCPU, at::kInt, {-1, 3});
+    const auto dtype = rm::check_composite_train_backward(g_ws, g_aud, g_eye, g_unc, g_depth, g_image, sigmas, rgbs,
+                                                          deltas, rays, unc, ws, unc_sum, depth, image, need_unc,
+                                                          kCPU);
     const int64_t M = sigmas.size(0), N = rays.size(0);
-    for (const auto& [t, name] : {std::pair{&g_ws, "grad_weights_sum"}, {&g_aud, "grad_ambient_aud_sum"},
-                                  {&g_eye, "grad_ambient_eye_sum"}, {&g_unc, "grad_uncertainty_sum"},
-                                  {&g_depth, "grad_depth"}, {&ws, "weights_sum"}, {&unc_sum, "uncertainty_sum"},
-                                  {&depth, "depth"}})
-        rm::expect(*t, name, kCPU, dtype, {N});
-    rm::expect(g_image, "grad_image", kCPU, dtype, {N, 3});
-    rm::expect(image, "image", kCPU, dtype, {N, 3});
-    TORCH_CHECK(!need_unc || rm::present(unc), "uncertainty is needed for its gradient");
 
     const auto opts = sigmas.options();
     auto gs = at::zeros({M}, opts), gc = at::zeros({M, 3}, opts);
@@ -337,18 +292,8 @@ std::vector<at::Tensor> march_rays(const at::Tensor& rays_alive, const at::Tenso
                                    const at::Tensor& rays_d, const at::Tensor& bitfield, const at::Tensor& nears,
                                    const at::Tensor& fars, const std::optional<at::Tensor>& noise, double bound,
                                    double dt_gamma, int64_t max_steps, int64_t C, int64_t H, int64_t n_step) {
-    expect_rays(rays_o, rays_d);
-    const int64_t N = rays_o.size(0);
-    rm::expect(rays_alive, "rays_alive", kCPU, at::kInt, {-1});
-    const int64_t n_alive = rays_alive.size(0);
-    rm::expect(rays_t, "rays_t", kCPU, at::kFloat, {N});
-    rm::expect(bitfield, "density_bitfield", kCPU, at::kByte, {-1});
-    rm::expect_grid(C, H, bitfield);
-    rm::expect(nears, "nears", kCPU, at::kFloat, {N});
-    rm::expect(fars, "fars", kCPU, at::kFloat, {N});
-    rm::expect_opt(noise, "noise", kCPU, at::kFloat, {n_alive});
-    TORCH_CHECK(max_steps >= 1, "max_steps must be >= 1, got ", max_steps);
-    TORCH_CHECK(n_step >= 1, "n_step must be >= 1, got ", n_step);
+    rm::check_march(rays_alive, rays_t, rays_o, rays_d, bitfield, nears, fars, noise, max_steps, C, H, n_step, kCPU);
+    const int64_t N = rays_o.size(0), n_alive = rays_alive.size(0);
 
     const rm::StepRule rule = rm::make_step_rule((float)dt_gamma, (int)max_steps, (int)C, (int)H);
     const rm::OccupancyGrid grid{bitfield.data_ptr<uint8_t>(), (int)C, (int)H, (float)bound};
@@ -386,23 +331,10 @@ void composite_rays(at::Tensor& rays_alive, at::Tensor& rays_t, const at::Tensor
                     at::Tensor& depth, at::Tensor& image, const std::optional<at::Tensor>& aud_sum,
                     const std::optional<at::Tensor>& eye_sum, const std::optional<at::Tensor>& unc_sum,
                     double T_thresh) {
-    const auto dtype = expect_samples(sigmas, rgbs, deltas, aud, eye, unc);
-    rm::expect(rays_alive, "rays_alive", kCPU, at::kInt, {-1});
-    const int64_t n_alive = rays_alive.size(0);
-    const int64_t N = weights_sum.numel();
-    TORCH_CHECK(n_alive > 0 ? sigmas.size(0) % n_alive == 0 : sigmas.size(0) == 0,
-                "sigmas must hold n_alive * n_step samples, got ", sigmas.size(0), " for n_alive = ", n_alive);
-    const int64_t n_step = n_alive > 0 ? sigmas.size(0) / n_alive : 0;
-    rm::expect(weights_sum, "weights_sum", kCPU, dtype, {N});
-    rm::expect(rays_t, "rays_t", kCPU, dtype, {N});
-    rm::expect(depth, "depth", kCPU, dtype, {N});
-    rm::expect(image, "image", kCPU, dtype, {N, 3});
-    TORCH_CHECK(rm::present(aud) == rm::present(aud_sum), "ambient_aud and ambient_aud_sum go together");
-    TORCH_CHECK(rm::present(eye) == rm::present(eye_sum), "ambient_eye and ambient_eye_sum go together");
-    TORCH_CHECK(rm::present(unc) == rm::present(unc_sum), "uncertainty and uncertainty_sum go together");
-    rm::expect_opt(aud_sum, "ambient_aud_sum", kCPU, dtype, {N});
-    rm::expect_opt(eye_sum, "ambient_eye_sum", kCPU, dtype, {N});
-    rm::expect_opt(unc_sum, "uncertainty_sum", kCPU, dtype, {N});
+    const int64_t n_step = rm::check_composite(rays_alive, rays_t, sigmas, rgbs, deltas, aud, eye, unc, weights_sum,
+                                               depth, image, aud_sum, eye_sum, unc_sum, kCPU);
+    const int64_t n_alive = rays_alive.size(0), N = weights_sum.numel();
+    const auto dtype = sigmas.scalar_type();
 
     int32_t* alive = rays_alive.data_ptr<int32_t>();
     AT_DISPATCH_FLOATING_TYPES(dtype, "composite_rays", [&] {

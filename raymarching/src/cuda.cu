@@ -24,12 +24,6 @@ inline int blocks_for(int64_t n) { return (int)div_round_up<int64_t>(n, kThreads
 
 inline cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
 
-void expect_rays(const at::Tensor& rays_o, const at::Tensor& rays_d) {
-    rm::expect(rays_o, "rays_o", kCUDA, at::kFloat, {-1, 3});
-    rm::expect(rays_d, "rays_d", kCUDA, at::kFloat, {rays_o.size(0), 3});
-    TORCH_CHECK(rays_d.device() == rays_o.device(), "rays_d must be on the device of rays_o");
-}
-
 void check_launch() { C10_CUDA_KERNEL_LAUNCH_CHECK(); }
 
 __global__ void k_near_far(const float* __restrict__ o, const float* __restrict__ d, const float* __restrict__ box,
@@ -236,21 +230,6 @@ __global__ void k_composite_inference(SampleInputs<T> in, int32_t* alive, T* ray
         alive[n] = -1;
 }
 
-at::ScalarType expect_samples(const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& deltas,
-                              const std::optional<at::Tensor>& aud, const std::optional<at::Tensor>& eye,
-                              const std::optional<at::Tensor>& unc) {
-    const auto dtype = sigmas.scalar_type();
-    TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "sigmas must be float32 or float64, got ", dtype);
-    rm::expect(sigmas, "sigmas", kCUDA, dtype, {-1});
-    const int64_t M = sigmas.size(0);
-    rm::expect(rgbs, "rgbs", kCUDA, dtype, {M, 3});
-    rm::expect(deltas, "deltas", kCUDA, dtype, {M, 2});
-    rm::expect_opt(aud, "ambient_aud", kCUDA, dtype, {M});
-    rm::expect_opt(eye, "ambient_eye", kCUDA, dtype, {M});
-    rm::expect_opt(unc, "uncertainty", kCUDA, dtype, {M});
-    return dtype;
-}
-
 template <typename T>
 SampleInputs<T> sample_inputs(const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& deltas,
                               const std::optional<at::Tensor>& aud, const std::optional<at::Tensor>& eye,
@@ -275,10 +254,8 @@ MarchInputs march_inputs(const at::Tensor& rays_o, const at::Tensor& rays_d, con
 
 std::tuple<at::Tensor, at::Tensor> near_far_from_aabb(const at::Tensor& rays_o, const at::Tensor& rays_d,
                                                       const at::Tensor& aabb, double min_near) {
-    expect_rays(rays_o, rays_d);
-    rm::expect(aabb, "aabb", kCUDA, at::kFloat, {6});
+    const int64_t N = rm::check_near_far(rays_o, rays_d, aabb, kCUDA);
     const c10::cuda::CUDAGuard guard(rays_o.device());
-    const int64_t N = rays_o.size(0);
     auto nears = at::empty({N}, rays_o.options());
     auto fars = at::empty({N}, rays_o.options());
     if (N) {
@@ -291,9 +268,8 @@ std::tuple<at::Tensor, at::Tensor> near_far_from_aabb(const at::Tensor& rays_o, 
 }
 
 at::Tensor sph_from_ray(const at::Tensor& rays_o, const at::Tensor& rays_d, double radius) {
-    expect_rays(rays_o, rays_d);
+    const int64_t N = rm::expect_rays(rays_o, rays_d, kCUDA);
     const c10::cuda::CUDAGuard guard(rays_o.device());
-    const int64_t N = rays_o.size(0);
     auto coords = at::empty({N, 2}, rays_o.options());
     if (N) {
         k_sph<<<blocks_for(N), kThreads, 0, stream()>>>(rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), N,
@@ -329,12 +305,8 @@ at::Tensor morton3D_invert(const at::Tensor& indices) {
 }
 
 void packbits(const at::Tensor& grid, double thresh, at::Tensor& bitfield) {
-    TORCH_CHECK(grid.is_floating_point(), "grid must be a floating tensor, got ", grid.scalar_type());
-    rm::expect(grid, "grid", kCUDA, grid.scalar_type(), {-1, -1});
-    TORCH_CHECK(grid.numel() % 8 == 0, "grid.numel() must be a multiple of 8, got ", grid.numel());
-    rm::expect(bitfield, "bitfield", kCUDA, at::kByte, {grid.numel() / 8});
+    const int64_t bytes = rm::check_packbits(grid, bitfield, kCUDA);
     const c10::cuda::CUDAGuard guard(grid.device());
-    const int64_t bytes = grid.numel() / 8;
     if (!bytes) return;
     AT_DISPATCH_FLOATING_TYPES(grid.scalar_type(), "packbits", [&] {
         k_packbits<scalar_t><<<blocks_for(bytes), kThreads, 0, stream()>>>(
@@ -344,10 +316,8 @@ void packbits(const at::Tensor& grid, double thresh, at::Tensor& bitfield) {
 }
 
 at::Tensor morton3D_dilation(const at::Tensor& grid) {
-    TORCH_CHECK(grid.is_floating_point(), "grid must be a floating tensor, got ", grid.scalar_type());
-    rm::expect(grid, "grid", kCUDA, grid.scalar_type(), {-1, -1});
+    const int64_t H = rm::check_dilation(grid, kCUDA);
     const c10::cuda::CUDAGuard guard(grid.device());
-    const int64_t H = rm::grid_side(grid);
     auto out = at::empty_like(grid);
     const int64_t total = grid.numel();
     if (!total) return out;
@@ -363,14 +333,7 @@ std::vector<at::Tensor> march_rays_train(const at::Tensor& rays_o, const at::Ten
                                          const at::Tensor& bitfield, const at::Tensor& nears,
                                          const at::Tensor& fars, const std::optional<at::Tensor>& noise,
                                          double bound, double dt_gamma, int64_t max_steps, int64_t C, int64_t H) {
-    expect_rays(rays_o, rays_d);
-    const int64_t N = rays_o.size(0);
-    rm::expect(bitfield, "density_bitfield", kCUDA, at::kByte, {-1});
-    rm::expect_grid(C, H, bitfield);
-    rm::expect(nears, "nears", kCUDA, at::kFloat, {N});
-    rm::expect(fars, "fars", kCUDA, at::kFloat, {N});
-    rm::expect_opt(noise, "noise", kCUDA, at::kFloat, {N});
-    TORCH_CHECK(max_steps >= 1, "max_steps must be >= 1, got ", max_steps);
+    const int64_t N = rm::check_march_train(rays_o, rays_d, bitfield, nears, fars, noise, max_steps, C, H, kCUDA);
     const c10::cuda::CUDAGuard guard(rays_o.device());
     const MarchInputs in = march_inputs(rays_o, rays_d, bitfield, nears, fars, noise, bound, dt_gamma, max_steps, C, H);
 
@@ -402,8 +365,7 @@ std::vector<at::Tensor> composite_rays_train_forward(const at::Tensor& sigmas, c
                                                      const std::optional<at::Tensor>& aud,
                                                      const std::optional<at::Tensor>& eye,
                                                      const std::optional<at::Tensor>& unc, double T_thresh) {
-    const auto dtype = expect_samples(sigmas, rgbs, deltas, aud, eye, unc);
-    rm::expect(rays, "rays", kCUDA, at::kInt, {-1, 3});
+    const auto dtype = rm::check_composite_train(sigmas, rgbs, deltas, rays, aud, eye, unc, kCUDA);
     const c10::cuda::CUDAGuard guard(sigmas.device());
     const int64_t M = sigmas.size(0), N = rays.size(0);
     const auto opts = sigmas.options();
@@ -426,17 +388,10 @@ std::vector<std::optional<at::Tensor>> composite_rays_train_backward(
     const at::Tensor& deltas, const at::Tensor& rays, const std::optional<at::Tensor>& unc, const at::Tensor& ws,
     const at::Tensor& unc_sum, const at::Tensor& depth, const at::Tensor& image, double T_thresh, bool need_aud,
     bool need_eye, bool need_unc) {
-    const auto dtype = expect_samples(sigmas, rgbs, deltas, std::nullopt, std::nullopt, unc);
-    rm::expect(rays, "rays", kCUDA, at::kInt, {-1, 3});
+    const auto dtype = rm::check_composite_train_backward(g_ws, g_aud, g_eye, g_unc, g_depth, g_image, sigmas, rgbs,
+                                                          deltas, rays, unc, ws, unc_sum, depth, image, need_unc,
+                                                          kCUDA);
     const int64_t M = sigmas.size(0), N = rays.size(0);
-    for (const auto& [t, name] : {std::pair{&g_ws, "grad_weights_sum"}, {&g_aud, "grad_ambient_aud_sum"},
-                                  {&g_eye, "grad_ambient_eye_sum"}, {&g_unc, "grad_uncertainty_sum"},
-                                  {&g_depth, "grad_depth"}, {&ws, "weights_sum"}, {&unc_sum, "uncertainty_sum"},
-                                  {&depth, "depth"}})
-        rm::expect(*t, name, kCUDA, dtype, {N});
-    rm::expect(g_image, "grad_image", kCUDA, dtype, {N, 3});
-    rm::expect(image, "image", kCUDA, dtype, {N, 3});
-    TORCH_CHECK(!need_unc || rm::present(unc), "uncertainty is needed for its gradient");
     const c10::cuda::CUDAGuard guard(sigmas.device());
 
     const auto opts = sigmas.options();
@@ -466,18 +421,8 @@ std::vector<at::Tensor> march_rays(const at::Tensor& rays_alive, const at::Tenso
                                    const at::Tensor& rays_d, const at::Tensor& bitfield, const at::Tensor& nears,
                                    const at::Tensor& fars, const std::optional<at::Tensor>& noise, double bound,
                                    double dt_gamma, int64_t max_steps, int64_t C, int64_t H, int64_t n_step) {
-    expect_rays(rays_o, rays_d);
-    const int64_t N = rays_o.size(0);
-    rm::expect(rays_alive, "rays_alive", kCUDA, at::kInt, {-1});
-    const int64_t n_alive = rays_alive.size(0);
-    rm::expect(rays_t, "rays_t", kCUDA, at::kFloat, {N});
-    rm::expect(bitfield, "density_bitfield", kCUDA, at::kByte, {-1});
-    rm::expect_grid(C, H, bitfield);
-    rm::expect(nears, "nears", kCUDA, at::kFloat, {N});
-    rm::expect(fars, "fars", kCUDA, at::kFloat, {N});
-    rm::expect_opt(noise, "noise", kCUDA, at::kFloat, {n_alive});
-    TORCH_CHECK(max_steps >= 1, "max_steps must be >= 1, got ", max_steps);
-    TORCH_CHECK(n_step >= 1, "n_step must be >= 1, got ", n_step);
+    rm::check_march(rays_alive, rays_t, rays_o, rays_d, bitfield, nears, fars, noise, max_steps, C, H, n_step, kCUDA);
+    const int64_t N = rays_o.size(0), n_alive = rays_alive.size(0);
     const c10::cuda::CUDAGuard guard(rays_o.device());
     const MarchInputs in = march_inputs(rays_o, rays_d, bitfield, nears, fars, noise, bound, dt_gamma, max_steps, C, H);
     auto xyzs = at::zeros({n_alive * n_step, 3}, rays_o.options());
@@ -498,23 +443,10 @@ void composite_rays(at::Tensor& rays_alive, at::Tensor& rays_t, const at::Tensor
                     at::Tensor& depth, at::Tensor& image, const std::optional<at::Tensor>& aud_sum,
                     const std::optional<at::Tensor>& eye_sum, const std::optional<at::Tensor>& unc_sum,
                     double T_thresh) {
-    const auto dtype = expect_samples(sigmas, rgbs, deltas, aud, eye, unc);
-    rm::expect(rays_alive, "rays_alive", kCUDA, at::kInt, {-1});
-    const int64_t n_alive = rays_alive.size(0);
-    const int64_t N = weights_sum.numel();
-    TORCH_CHECK(n_alive > 0 ? sigmas.size(0) % n_alive == 0 : sigmas.size(0) == 0,
-                "sigmas must hold n_alive * n_step samples, got ", sigmas.size(0), " for n_alive = ", n_alive);
-    const int64_t n_step = n_alive > 0 ? sigmas.size(0) / n_alive : 0;
-    rm::expect(weights_sum, "weights_sum", kCUDA, dtype, {N});
-    rm::expect(rays_t, "rays_t", kCUDA, dtype, {N});
-    rm::expect(depth, "depth", kCUDA, dtype, {N});
-    rm::expect(image, "image", kCUDA, dtype, {N, 3});
-    TORCH_CHECK(rm::present(aud) == rm::present(aud_sum), "ambient_aud and ambient_aud_sum go together");
-    TORCH_CHECK(rm::present(eye) == rm::present(eye_sum), "ambient_eye and ambient_eye_sum go together");
-    TORCH_CHECK(rm::present(unc) == rm::present(unc_sum), "uncertainty and uncertainty_sum go together");
-    rm::expect_opt(aud_sum, "ambient_aud_sum", kCUDA, dtype, {N});
-    rm::expect_opt(eye_sum, "ambient_eye_sum", kCUDA, dtype, {N});
-    rm::expect_opt(unc_sum, "uncertainty_sum", kCUDA, dtype, {N});
+    const int64_t n_step = rm::check_composite(rays_alive, rays_t, sigmas, rgbs, deltas, aud, eye, unc, weights_sum,
+                                               depth, image, aud_sum, eye_sum, unc_sum, kCUDA);
+    const int64_t n_alive = rays_alive.size(0), N = weights_sum.numel();
+    const auto dtype = sigmas.scalar_type();
     const c10::cuda::CUDAGuard guard(sigmas.device());
     if (!n_alive) return;
     AT_DISPATCH_FLOATING_TYPES(dtype, "composite_rays", [&] {

@@ -3,23 +3,15 @@
 
 #include <ATen/Parallel.h>
 
-#include "ext_checks.h"
 #include "shencoder.h"
+#include "validate.h"
 
 namespace {
 
-void check_inputs(const at::Tensor& inputs) {
-  CHECK_CPU(inputs);
-  CHECK_CONTIGUOUS(inputs);
-  CHECK_DIM(inputs, 2);
-  CHECK_SIZE(inputs, 1, 3);
-}
-
 // inputs: [N, 3] -> basis [N, degree^2].
 at::Tensor sh_encode_forward(const at::Tensor& inputs, int64_t degree) {
-  shenc::check_degree(degree);
-  check_inputs(inputs);
-  const int64_t N = inputs.size(0), K = degree * degree;
+  const int64_t N = shenc::check_forward_args(inputs, degree, at::kCPU);
+  const int64_t K = degree * degree;
   auto outputs = at::empty({N, K}, inputs.options());
   AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "sh_encode_forward", [&] {
     const auto norms = shenc::make_norms<scalar_t>();
@@ -36,14 +28,8 @@ at::Tensor sh_encode_forward(const at::Tensor& inputs, int64_t degree) {
 
 // v_outputs: [N, degree^2] -> v_inputs [N, 3].
 at::Tensor sh_encode_backward(const at::Tensor& v_outputs, const at::Tensor& inputs, int64_t degree) {
-  shenc::check_degree(degree);
-  check_inputs(inputs);
-  CHECK_CPU(v_outputs);
-  CHECK_CONTIGUOUS(v_outputs);
-  CHECK_DTYPE(v_outputs, inputs.scalar_type());
-  const int64_t N = inputs.size(0), K = degree * degree;
-  TORCH_CHECK(v_outputs.dim() == 2 && v_outputs.size(0) == N && v_outputs.size(1) == K,
-              "v_outputs must have shape [", N, ", ", K, "], got ", v_outputs.sizes());
+  const int64_t N = shenc::check_backward_args(v_outputs, inputs, degree, at::kCPU);
+  const int64_t K = degree * degree;
   auto v_inputs = at::zeros_like(inputs);
   AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "sh_encode_backward", [&] {
     const auto norms = shenc::make_norms<scalar_t>();

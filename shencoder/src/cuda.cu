@@ -5,8 +5,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "ext_checks.h"
 #include "shencoder.h"
+#include "validate.h"
 
 namespace {
 
@@ -30,19 +30,11 @@ __global__ void backward_kernel(const T* __restrict__ inputs, const T* __restric
   shenc::sh_basis<T>(inputs + b * 3, degree, norms, nullptr, v_out + b * degree * degree, v_inputs + b * 3);
 }
 
-void check_inputs(const at::Tensor& inputs) {
-  CHECK_CUDA(inputs);
-  CHECK_CONTIGUOUS(inputs);
-  CHECK_DIM(inputs, 2);
-  CHECK_SIZE(inputs, 1, 3);
-}
-
 // inputs: [N, 3] -> basis [N, degree^2].
 at::Tensor sh_encode_forward(const at::Tensor& inputs, int64_t degree) {
-  shenc::check_degree(degree);
-  check_inputs(inputs);
+  const int64_t N = shenc::check_forward_args(inputs, degree, at::kCUDA);
   const c10::cuda::OptionalCUDAGuard guard(inputs.device());
-  const int64_t N = inputs.size(0), K = degree * degree;
+  const int64_t K = degree * degree;
   auto outputs = at::empty({N, K}, inputs.options());
   if (N == 0) return outputs;
   const unsigned blocks = static_cast<unsigned>((N + kThreads - 1) / kThreads);
@@ -57,15 +49,9 @@ at::Tensor sh_encode_forward(const at::Tensor& inputs, int64_t degree) {
 
 // v_outputs: [N, degree^2] -> v_inputs [N, 3].
 at::Tensor sh_encode_backward(const at::Tensor& v_outputs, const at::Tensor& inputs, int64_t degree) {
-  shenc::check_degree(degree);
-  check_inputs(inputs);
-  CHECK_CUDA(v_outputs);
-  CHECK_CONTIGUOUS(v_outputs);
-  CHECK_DTYPE(v_outputs, inputs.scalar_type());
+  const int64_t N = shenc::check_backward_args(v_outputs, inputs, degree, at::kCUDA);
   const c10::cuda::OptionalCUDAGuard guard(inputs.device());
-  const int64_t N = inputs.size(0), K = degree * degree;
-  TORCH_CHECK(v_outputs.dim() == 2 && v_outputs.size(0) == N && v_outputs.size(1) == K,
-              "v_outputs must have shape [", N, ", ", K, "], got ", v_outputs.sizes());
+  const int64_t K = degree * degree;
   auto v_inputs = at::zeros_like(inputs);
   if (N == 0) return v_inputs;
   const unsigned blocks = static_cast<unsigned>((N + kThreads - 1) / kThreads);
