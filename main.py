@@ -2,7 +2,9 @@
 
     python main.py DATA --workspace W -O --iters 100000           # train the head
     python main.py DATA --workspace W -O --test                   # render + score the test split
-    python main.py DATA --workspace W -O --test --test_train --aud speech.wav   # new audio
+    python main.py DATA --workspace W -O --iters 125000 --finetune_lips --patch_size 32   # lips
+    python main.py DATA --workspace W_torso -O --torso --head_ckpt W/checkpoints/ngp.pth --iters 200000
+    python main.py DATA --workspace W_torso -O --torso --test --test_train --aud speech.wav   # new audio
 
 Bad input (missing folder or files, mismatched features) ends with one ``error:`` line
 and exit code 2; SIGINT/SIGTERM during training saves a checkpoint and exits with 130.
@@ -20,6 +22,8 @@ import torch
 from nerf_triplane.options import UNBUILT, parse_args
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".mp4", ".m4a", ".flac", ".ogg", ".aac", ".mkv", ".mov")
+# Suffixes the feature extractors append to the audio file's stem (x.wav -> x_eo.npy, ...).
+FEATURE_SUFFIXES = ("_feats", "_eo", "_hu", "_ds")
 
 
 class UsageError(Exception):
@@ -53,16 +57,41 @@ def check_options(opt) -> None:
         raise UsageError("--aud drives rendering with new audio: use it with --test (and --test_train)")
 
 
+def feature_stem(path: Path) -> str:
+    """Stem of a feature file without the extractor's suffix (``x_eo.npy`` -> ``x``)."""
+    stem = path.stem
+    for suffix in FEATURE_SUFFIXES:
+        if stem.endswith(suffix):
+            return stem.removesuffix(suffix)
+    return stem
+
+
+def companion_audio(features: Path) -> Path | None:
+    """The audio file a feature ``.npy`` was extracted from, when it sits next to it."""
+    for stem in dict.fromkeys((features.stem, feature_stem(features))):
+        for suffix in AUDIO_SUFFIXES:
+            candidate = features.with_name(stem + suffix)
+            if candidate.is_file():
+                return candidate
+    return None
+
+
 def prepare_novel_audio(opt, workspace: Path) -> Path | None:
     """For ``--aud`` given as audio/video: extract features into ``results/<stem>_feats.npy``
-    and point ``opt.aud`` at them. Returns the audio file to mux into the video (or None)."""
+    and point ``opt.aud`` at them. Returns the audio file to mux into the video: the
+    given one, or for a features ``.npy`` the audio next to it with the same stem (None
+    if there is none: the video is then silent)."""
     if not opt.aud:
         return None
     src = Path(opt.aud)
     if not src.is_file():
         raise FileNotFoundError(f"--aud {src} not found")
     if src.suffix.lower() == ".npy":
-        return None
+        audio = companion_audio(src)
+        if audio is None:
+            print(f"[INFO] no audio file named like {src.name} next to it: the video will be silent "
+                  f"(put {feature_stem(src)}.wav beside it to mux the sound)")
+        return audio
     if src.suffix.lower() not in AUDIO_SUFFIXES:
         raise UsageError(f"--aud {src}: expected features .npy or audio {', '.join(AUDIO_SUFFIXES)}")
     from data_utils.audio import load_audio
@@ -79,14 +108,37 @@ def prepare_novel_audio(opt, workspace: Path) -> Path | None:
     return src
 
 
-def load_head_for_torso(model, path: str) -> None:
-    """Load the head weights of ``--head_ckpt`` and freeze them (torso training)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--head_ckpt {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("model", state)
+def load_head_for_torso(model, path: str, train_frames: int) -> None:
+    """Load the head weights of ``--head_ckpt`` and freeze them (torso training).
+
+    Args:
+        model: torso-enabled ``NeRFNetwork``.
+        path: head checkpoint (``ngp.pth`` or ``ngp_ep*.pth`` of a head workspace).
+        train_frames: number of training frames of this run; must match the head's.
+    """
+    from nerf_triplane.trainer import check_compatible
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--head_ckpt {path} not found (give the head workspace's checkpoints/ngp.pth)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if "model" not in ckpt:
+        ckpt = {"model": ckpt}
+    state = ckpt["model"]
+    if not any(k.startswith("sigma_net") for k in state):
+        raise ValueError(f"--head_ckpt {path} holds no head network (no sigma_net weights)")
+    if any(k.startswith("torso_") for k in state):
+        raise ValueError(f"--head_ckpt {path} is a torso checkpoint: give the head workspace's checkpoint")
+    check_compatible(model, ckpt, path)
+    head_frames = ckpt.get("train_frames")
+    if head_frames is not None and int(head_frames) != train_frames:
+        raise ValueError(f"--head_ckpt {path} was trained on {head_frames} frames but this data has "
+                         f"{train_frames} training frames: use the same folder and --data_range/--part/--part2")
     missing, unexpected = model.load_state_dict(state, strict=False)
     print(f"[INFO] head from {path}: {len(missing)} missing (torso) keys, {len(unexpected)} unexpected")
+    for attr in ("mean_density", "iter_density"):
+        if attr in ckpt:
+            setattr(model, attr, ckpt[attr])
     for name, param in model.named_parameters():
         if name in state:
             param.requires_grad = False
@@ -112,6 +164,7 @@ def run(opt) -> int:
     workspace = Path(opt.workspace)
 
     if opt.test:
+        aud_arg = str(Path(opt.aud).resolve()) if opt.aud else ""
         audio_path = prepare_novel_audio(opt, workspace)
         dataset = NeRFDataset(opt, device=device, type="train" if opt.test_train else "test")
         # --test_train renders full frames of the train split in order.
@@ -124,14 +177,16 @@ def run(opt) -> int:
             raise UsageError(f"--test needs a trained model: no checkpoint for --ckpt {opt.ckpt} in "
                              f"{workspace / 'checkpoints'}")
         trainer._set_train_data(dataset)
-        name = Path(opt.aud).stem.removesuffix("_feats") if opt.aud else None
-        trainer.test(loader, name=name, audio_path=audio_path)
+        name = feature_stem(Path(opt.aud)) if opt.aud else None
+        trainer.test(loader, name=name, audio_path=audio_path, aud_arg=aud_arg)
         return 0
 
     train_set = NeRFDataset(opt, device=device, type="train")
     model = NeRFNetwork(opt, audio_dim=train_set.audio_dim).to(device)
     if opt.torso and opt.head_ckpt:
-        load_head_for_torso(model, opt.head_ckpt)
+        load_head_for_torso(model, opt.head_ckpt, train_set.num_frames)
+    elif opt.torso and not any(Path(workspace, "checkpoints").glob("ngp_ep*.pth")):
+        print("[WARN] --torso without --head_ckpt: the head stays untrained (give --head_ckpt HEAD.pth)")
     valid_loader = NeRFDataset(opt, device=device, type="val").dataloader()
     trainer = Trainer(opt, model, workspace, device, train=True)
     trainer.load_checkpoint(opt.ckpt)

@@ -252,6 +252,7 @@ class NeRFDataset:
         eye_area: blink amount per frame (clip(AU45_r, 0, 2) / 2, 1 = shut), un-jittered  # [N, 1],
             or None without --exp_eye
         bg_img: background  # [H, W, 3]
+        img_ids, aud_ids: ``img_id`` / ``aud_id`` of each frame of the split (json order).
         num_frames: N; has_gt: False when driven by novel audio; training: sample rays.
     """
 
@@ -276,6 +277,7 @@ class NeRFDataset:
 
         frames = self._select_frames(transform["frames"])
         self.img_ids = [int(f["img_id"]) for f in frames]
+        self.aud_ids = [int(f.get("aud_id", f["img_id"])) for f in frames]
         self.num_frames = len(frames)
         self._check_files(self.img_ids)
 

@@ -15,11 +15,16 @@ Deviations, each deliberate:
 - LPIPS losses use ``normalize=True`` (inputs in [0, 1] mapped to [-1, 1]).
 - ``--fp16`` autocast and grad scaling only on CUDA (one notice on the CPU).
 - ``--warmup_step > 0`` adds a linear learning-rate warm-up (0 = reference behaviour).
+- The lips/patch alternation of ``--finetune_lips`` is saved in checkpoints, so a resumed
+  finetune run continues with the batch kind it would have drawn next.
+- ``test`` also writes every predicted frame losslessly (``results/<name>_frames/``).
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import signal
 import threading
 import time
@@ -121,6 +126,42 @@ def _binary_entropy(a: torch.Tensor) -> torch.Tensor:
 MODEL_ATTRS = ("mean_density", "mean_density_torso", "iter_density")
 
 
+class FrameDir:
+    """Lossless copy of a rendered video: ``<path>/{k:04d}.png`` plus ``index.json``.
+
+    Frames go to a hidden temporary folder next to ``path``; :meth:`commit` writes the
+    index and renames the folder into place (replacing an older one), :meth:`abort`
+    deletes it, so ``path`` only ever holds a complete set.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.partial")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.count = 0
+
+    def append(self, frame_u8: np.ndarray) -> None:
+        """Write the next frame, uint8 RGB [H, W, 3]."""
+        import imageio.v2 as imageio
+
+        imageio.imwrite(self.tmp / f"{self.count:04d}.png", frame_u8)
+        self.count += 1
+
+    def commit(self, index: dict) -> Path:
+        (self.tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        old = self.path.with_name(f".{self.path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.path.exists():
+            os.replace(self.path, old)
+        os.replace(self.tmp, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 class Trainer:
     """Owns the optimiser state and the workspace of one model.
 
@@ -150,7 +191,9 @@ class Trainer:
         self.epoch_step = 0  # steps already done inside epoch self.epoch + 1
         self.global_step = 0
         self.checkpoint_path: Path | None = None
+        self.train_frames: int | None = None  # training-set size, recorded in checkpoints
         self.losses: list[float] = []  # loss of every step taken by this Trainer
+        self.loss_terms: dict[str, float] = {}  # named parts of the last step's loss
         self._stop_signal: int | None = None
         self.writer = None
 
@@ -215,7 +258,9 @@ class Trainer:
             pred, gt = out["torso_color"], data["bg_torso_color"]
             if opt.color_space == "linear":
                 gt = srgb_to_linear(gt)
-            loss = F.mse_loss(pred, gt) + ((1 - model.anchor_points[:, 3]) ** 2).mean()
+            mse = F.mse_loss(pred, gt)
+            loss = mse + ((1 - model.anchor_points[:, 3]) ** 2).mean()
+            self.loss_terms = {"mse": mse.item()}
             return pred, gt, loss
 
         gt = data["images"]  # [1, N, 3]
@@ -238,16 +283,24 @@ class Trainer:
             loss_u = (err / (2 * beta ** 2) + torch.log(beta) ** 2 / 2) * face
             loss = loss + s * loss_u + 1e-3 * s * u * (~face)
 
+        self.loss_terms = {"mse": F.mse_loss(pred.detach(), gt).item()}
         extra = torch.zeros((), device=pred.device)
         if opt.patch_size > 1 and not opt.finetune_lips:
             p = opt.patch_size
-            extra = extra + 0.1 * self._lpips_loss(_as_images(pred, p, p), _as_images(gt, p, p))
+            patch = self._lpips_loss(_as_images(pred, p, p), _as_images(gt, p, p))
+            self.loss_terms["lpips_patch"] = patch.item()
+            extra = extra + 0.1 * patch
         if opt.finetune_lips:
+            if "rect" not in data:
+                raise ValueError("--finetune_lips batches must come from a training NeRFDataset built with the "
+                                 "same options (its lips batches carry 'rect')")
             xmin, xmax, ymin, ymax = (int(v) for v in data["rect"])
             h, w = xmax - xmin, ymax - ymin
             # AlexNet needs >= 32 px: small lip rects are padded up to it.
             pad_h, pad_w = max(0, (32 - h + 1) // 2), max(0, (32 - w + 1) // 2)
-            extra = extra + 0.01 * self._lpips_loss(_as_images(pred, h, w), _as_images(gt, h, w), pad_h, pad_w)
+            lips = self._lpips_loss(_as_images(pred, h, w), _as_images(gt, h, w), pad_h, pad_w)
+            self.loss_terms["lpips_lips"] = lips.item()
+            extra = extra + 0.01 * lips
         if self.flip_finetune_lips:
             opt.finetune_lips = not opt.finetune_lips
 
@@ -351,6 +404,7 @@ class Trainer:
         if n >= opt.ind_num:
             raise ValueError(f"{n} training frames need --ind_num > {n} (per-frame codes), got {opt.ind_num}")
         self._set_train_data(dataset)
+        self.train_frames = n
         max_epochs = math.ceil(opt.iters / n)
         eval_interval = opt.eval_interval if opt.eval_interval > 0 else max(1, EVAL_EVERY_STEPS // n)
         shuffle = isinstance(train_loader.sampler, torch.utils.data.RandomSampler)
@@ -421,6 +475,8 @@ class Trainer:
         mse = F.mse_loss(pred.detach().float(), gt.float()).item()
         self.writer.add_scalar("train/loss", loss_v, self.global_step)
         self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+        for key, value in self.loss_terms.items():
+            self.writer.add_scalar(f"train/{key}", value, self.global_step)
         return loss_v, mse
 
     # ---- evaluation / test -------------------------------------------------------------
@@ -450,6 +506,7 @@ class Trainer:
         saved_rng = rng_state()
         psnrs, lpips_values = [], []
         self.model.eval()
+        self.model.prev_enc_a = None
         with self._eval_weights():
             for k in range(len(loader.dataset)):
                 data = _to_device(loader.collate_fn([loader.dataset[k]]), self.device)
@@ -475,18 +532,25 @@ class Trainer:
         self.log(f"[EVAL] {name} step {self.global_step}: PSNR {result['psnr']:.3f}  LPIPS(alex) {lp}")
         return result
 
-    def test(self, loader, name: str | None = None, audio_path: str | Path | None = None) -> dict:
+    def test(self, loader, name: str | None = None, audio_path: str | Path | None = None,
+             aud_arg: str | None = None) -> dict:
         """Render every frame of ``loader`` into ``results/<name>.mp4`` and ``_depth.mp4``.
 
         With GT (``loader.has_gt``) also ``_pred_gt.mp4`` (prediction | GT) and
         ``results/metrics.json`` (PSNR, SSIM, LPIPS or null, LMD with detection counts).
-        ``audio_path`` is muxed into the colour video. Returns the metrics dict (or the
-        video paths without GT).
+        ``audio_path`` is muxed into the colour video. Every prediction is also saved as
+        ``results/<name>_frames/{k:04d}.png`` (the uint8 frame the metrics and video use) with
+        ``index.json``: ``{"frames": [{"k", "img_id", "aud_id"}], "data", "split", "aud",
+        "torso"}``; ``img_id`` is the training-video frame (ping-pong over the split when the
+        audio is longer), ``aud_id`` the frame's audio-feature row (with ``--aud``: row k of
+        the new features). ``aud_arg`` is recorded as ``aud`` (default ``opt.aud``).
+        Returns the metrics dict (or the video paths without GT).
         """
         name = name or f"{self.name}_ep{self.epoch:04d}"
         out_dir = self.workspace / "results"
         out_dir.mkdir(parents=True, exist_ok=True)
         has_gt = bool(getattr(loader, "has_gt", False))
+        dataset = loader._data
         lpips_net = load_lpips(self.opt.lpips_weights, self.device) if has_gt else None
         lmd = LMDMeter() if has_gt else None
         scores = {"psnr": [], "ssim": [], "lpips": []}
@@ -498,12 +562,18 @@ class Trainer:
             video = stack.enter_context(VideoWriter(out_dir / f"{name}.mp4", 25, audio_path))
             depth_video = stack.enter_context(VideoWriter(out_dir / f"{name}_depth.mp4", 25))
             pair_video = stack.enter_context(VideoWriter(out_dir / f"{name}_pred_gt.mp4", 25)) if has_gt else None
+            frames = FrameDir(out_dir / f"{name}_frames")
+            stack.push(lambda exc_type, exc, tb: frames.abort() if exc_type is not None else None)
+            index = []
             for k in tqdm.tqdm(range(n), desc="test", dynamic_ncols=True, mininterval=1.0):
                 data = _to_device(loader.collate_fn([loader.dataset[k]]), self.device)
                 rgb, depth = self.render_frame(data, testing=True)
                 pred_u8 = _u8(rgb)
                 video.append(pred_u8)
                 depth_video.append(_u8(depth))
+                frames.append(pred_u8)
+                f = dataset.mirror_index(k)
+                index.append({"k": k, "img_id": dataset.img_ids[f], "aud_id": dataset.aud_ids[f] if has_gt else k})
                 if not has_gt:
                     continue
                 gt = data["images"].float().reshape(rgb.shape)
@@ -516,6 +586,8 @@ class Trainer:
                 if lpips_net is not None:
                     scores["lpips"].append(lpips_distance(lpips_net, rgb, gt))
                 lmd.update(pred_u8, gt_u8)
+        frames.commit({"frames": index, "data": str(Path(dataset.root).resolve()), "split": dataset.type,
+                       "aud": self.opt.aud if aud_arg is None else str(aud_arg), "torso": bool(self.opt.torso)})
         videos = {"video": video.path, "depth": depth_video.path}
         if not has_gt:
             self.log(f"[INFO] wrote {videos['video']} and {videos['depth']}")
@@ -544,7 +616,8 @@ class Trainer:
 
     def _model_state(self) -> dict:
         state = {"epoch": self.epoch, "global_step": self.global_step, "model": self.model.state_dict(),
-                 "audio_dim": int(self.model.audio_in_dim), "asr_model": self.opt.asr_model}
+                 "audio_dim": int(self.model.audio_in_dim), "asr_model": self.opt.asr_model,
+                 "train_frames": self.train_frames}
         for attr in MODEL_ATTRS:
             if hasattr(self.model, attr):
                 state[attr] = getattr(self.model, attr)
@@ -559,6 +632,8 @@ class Trainer:
         state.update(epoch_step=self.epoch_step, optimizer=self.optimizer.state_dict(),
                      lr_scheduler=self.lr_scheduler.state_dict(), scaler=self.scaler.state_dict(),
                      ema=self.ema.state_dict(), rng=rng_state())
+        if self.flip_finetune_lips:
+            state["lips_phase"] = bool(self.opt.finetune_lips)
         if in_epoch:
             return self.ckpts.save(state, self.epoch + 1, self.global_step)
         return self.ckpts.save(state, self.epoch)
@@ -607,20 +682,41 @@ class Trainer:
                 self.scaler.load_state_dict(ckpt["scaler"])
             if self.optimizer is not None and "rng" in ckpt:
                 set_rng_state(ckpt["rng"])
+            if self.flip_finetune_lips and "lips_phase" in ckpt:
+                self.opt.finetune_lips = bool(ckpt["lips_phase"])
         self.log(f"[INFO] loaded {path} (epoch {self.epoch}, step {self.global_step})")
         return path
 
     def _check_compatible(self, ckpt: dict, path: Path) -> None:
-        """Clear errors for a checkpoint of another configuration (audio features, flags)."""
-        want = int(self.model.audio_in_dim)
-        have = ckpt.get("audio_dim")
-        if have is not None and int(have) != want:
-            raise ValueError(
-                f"{path} was trained on audio features of dim {have} (--asr_model {ckpt.get('asr_model')}), "
-                f"but the features given have dim {want}: use features from the same --asr_model")
-        own = self.model.state_dict()
-        for key, value in ckpt["model"].items():
-            if key in own and tuple(value.shape) != tuple(own[key].shape):
-                raise ValueError(f"{path}: tensor {key} has shape {tuple(value.shape)} but this model needs "
-                                 f"{tuple(own[key].shape)}; train and test with the same model flags "
-                                 "(--asr_model, --ind_num, --ind_dim, --grid_size, --bound, --att, --emb)")
+        check_compatible(self.model, ckpt, path)
+        if not self.model.torso or self.optimizer is not None:
+            return
+        if not any(k.startswith("torso_") for k in ckpt["model"]):
+            raise ValueError(f"{path} has no torso branch: --torso renders need a checkpoint trained with "
+                             "--torso --head_ckpt HEAD.pth (or drop --torso to render the head over the GT torso)")
+
+
+def check_compatible(model, ckpt: dict, path: Path) -> None:
+    """Clear errors for a checkpoint of another configuration (audio features, flags).
+
+    Args:
+        model: the ``NeRFNetwork`` about to receive the weights.
+        ckpt: loaded checkpoint, with the state dict under ``"model"``.
+        path: file name for the messages.
+    """
+    want = int(model.audio_in_dim)
+    have = ckpt.get("audio_dim")
+    if have is not None and int(have) != want:
+        raise ValueError(
+            f"{path} was trained on audio features of dim {have} (--asr_model {ckpt.get('asr_model')}), "
+            f"but the features given have dim {want}: use features from the same --asr_model")
+    own = model.state_dict()
+    codes = ckpt["model"].get("individual_codes")
+    if codes is not None and "individual_codes" in own and codes.shape[0] != own["individual_codes"].shape[0]:
+        raise ValueError(f"{path} holds {codes.shape[0]} per-frame codes but --ind_num is "
+                         f"{own['individual_codes'].shape[0]}: pass --ind_num {codes.shape[0]}")
+    for key, value in ckpt["model"].items():
+        if key in own and tuple(value.shape) != tuple(own[key].shape):
+            raise ValueError(f"{path}: tensor {key} has shape {tuple(value.shape)} but this model needs "
+                             f"{tuple(own[key].shape)}; train and test with the same model flags "
+                             "(--asr_model, --ind_num, --ind_dim, --grid_size, --bound, --att, --emb, -O/--exp_eye)")

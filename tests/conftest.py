@@ -1,10 +1,18 @@
-"""Shared fixtures: the real data folder and backend switching."""
+"""Shared fixtures: the real data folder, backend switching, the tiny synthetic subject and a
+head model trained on it (built once per session and reused by the trainer/main/lips/torso/
+new-audio tests)."""
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+SUBJECT_FRAMES, SUBJECT_SIZE = 33, 64  # 30 train + 3 val frames of 64x64
+TRAIN_FRAMES = SUBJECT_FRAMES * 10 // 11  # 30: the first 10/11 of the frames train
+HEAD_EPOCHS = 1
+HEAD_ITERS = HEAD_EPOCHS * TRAIN_FRAMES
 
 
 def shared_file(name: str) -> Path:
@@ -13,6 +21,25 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs the real data file {path} (../shared is absent in this checkout)")
     return path
+
+
+def tiny_args(folder, workspace, *extra) -> list[str]:
+    """main.py arguments of the small CPU config: few rays, a coarse occupancy grid."""
+    return [str(folder), "--workspace", str(workspace), "-O", "--num_rays", "1024", "--grid_size", "32",
+            *map(str, extra)]
+
+
+@contextmanager
+def single_thread():
+    """Small batches run faster on one thread, and the test machine is shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -31,3 +58,36 @@ def _seed():
     import torch
 
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread (opt in with ``pytestmark = usefixtures("one_thread")``)."""
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def subject(tmp_path_factory) -> Path:
+    """The synthetic subject folder (``SUBJECT_FRAMES`` frames of ``SUBJECT_SIZE``², with audio)."""
+    from data_utils.synthetic import make_synthetic_subject
+
+    path = tmp_path_factory.getbasetemp() / f"synthetic_{SUBJECT_FRAMES}_{SUBJECT_SIZE}"
+    if not (path / "transforms_val.json").exists():
+        with single_thread():
+            make_synthetic_subject(path, n_frames=SUBJECT_FRAMES, size=SUBJECT_SIZE, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_head(subject, tmp_path_factory) -> Path:
+    """Workspace of a ``HEAD_ITERS``-step head run through main() (ends with the test render).
+
+    Tests that train further must copy it; tests that render may add files to results/.
+    """
+    import main as cli
+
+    ws = tmp_path_factory.mktemp("head_ws")
+    with single_thread():
+        assert cli.main(tiny_args(subject, ws, "--iters", HEAD_ITERS)) == 0
+    return ws

@@ -8,38 +8,9 @@ import torch
 
 from nerf_triplane.options import parse_args
 from nerf_triplane.trainer import EMA, Trainer, lr_factor
+from tests.conftest import tiny_args
 
-SUBJECT_FRAMES, SUBJECT_SIZE = 33, 64  # 30 train + 3 val frames of 64x64
-
-
-def tiny_subject(tmp_path_factory):
-    """The synthetic subject shared by the trainer and main tests (built once per session)."""
-    from data_utils.synthetic import make_synthetic_subject
-
-    path = tmp_path_factory.getbasetemp() / f"synthetic_{SUBJECT_FRAMES}_{SUBJECT_SIZE}"
-    if not (path / "transforms_val.json").exists():
-        make_synthetic_subject(path, n_frames=SUBJECT_FRAMES, size=SUBJECT_SIZE, seed=0)
-    return path
-
-
-def tiny_args(folder, workspace, *extra):
-    """Small CPU config: few rays, a coarse occupancy grid."""
-    return [str(folder), "--workspace", str(workspace), "-O", "--num_rays", "1024", "--grid_size", "32",
-            *map(str, extra)]
-
-
-@pytest.fixture(scope="module")
-def subject(tmp_path_factory):
-    return tiny_subject(tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These small batches run faster on one thread, and the test machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(opt):
