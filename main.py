@@ -144,18 +144,16 @@ def load_head_for_torso(model, path: str, train_frames: int) -> None:
             param.requires_grad = False
 
 
-def run(opt) -> int:
+def run(opt, argv: list[str] | None = None) -> int:
     from nerf_triplane.network import NeRFNetwork
     from nerf_triplane.provider import NeRFDataset
     from nerf_triplane.trainer import Trainer
 
     check_options(opt)
     if opt.preset:
-        try:
-            from nerf_triplane.presets import apply_preset
-        except ModuleNotFoundError:
-            raise UsageError(f"--preset {opt.preset}: this build has no nerf_triplane/presets.py") from None
-        apply_preset(opt)
+        from nerf_triplane.presets import apply_preset
+
+        apply_preset(opt, argv)
     seed_everything(opt.seed)
     # The reference disables TF32 for precision; it only matters on CUDA.
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -179,6 +177,11 @@ def run(opt) -> int:
         trainer._set_train_data(dataset)
         name = feature_stem(Path(opt.aud)) if opt.aud else None
         trainer.test(loader, name=name, audio_path=audio_path, aud_arg=aud_arg)
+        from nerf_triplane.evaluation import evaluate_workspace
+
+        # The render just written is the workspace's newest: score it (sync, floor, report).
+        report = evaluate_workspace(workspace, data=opt.path, name=name, lpips_weights=opt.lpips_weights or None)
+        print(f"[INFO] evaluation report: {report['paths']['report']}")
         return 0
 
     train_set = NeRFDataset(opt, device=device, type="train")
@@ -198,13 +201,14 @@ def run(opt) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
         opt = parse_args(argv)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        return run(opt)
+        return run(opt, argv)
     except (UsageError, FileNotFoundError, ValueError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,6 @@ it. Images live on disk (``--preload 0``), in RAM as float32 (``1``), or on ``de
 """
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from data_utils.audio_features import feature_file_for
+from data_utils.blinks import read_openface_au45
 
 from .poses import nerf_matrix_to_ngp, smooth_path
 from .rays import get_bg_coords, get_rays, rect_mask
@@ -155,13 +155,7 @@ def read_au45(root: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --exp_eye needs the OpenFace action units "
                                 "(FeatureExtraction -f <video> output renamed to au.csv)")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    header = [h.strip() for h in rows[0]] if rows else []
-    if "AU45_r" not in header:
-        raise ValueError(f"{path} has no AU45_r column (found {header[:8]}...)")
-    col = header.index("AU45_r")
-    return np.array([float(r[col]) for r in rows[1:] if r], dtype=np.float32)
+    return read_openface_au45(path).astype(np.float32)
 
 
 def eye_areas(au45: np.ndarray, img_ids: list[int], smooth: bool, source: str) -> np.ndarray:

@@ -23,25 +23,7 @@ from torch.nn import functional as F
 
 import raymarching
 
-
-def audio_window(features: torch.Tensor, att: int, index: int) -> torch.Tensor:
-    """Audio frames fed to ``encode_audio`` for frame ``index`` (zero-padded at the ends).
-
-    Args:
-        features: per-frame audio features [N, A, T] (or ids [N, T] with --emb).
-        att: 0 -> frame ``index`` only; 1 -> the 8 frames before it; 2 -> frames
-            ``index-4 .. index+3``.
-        index: frame position in ``features``.
-    Returns:
-        [1, A, T] (att 0) or [8, A, T].
-    """
-    if att == 0:
-        return features[index:index + 1]
-    lo, hi = (index - 8, index) if att == 1 else (index - 4, index + 4)
-    window = features[max(lo, 0):min(hi, features.shape[0])]
-    pad_lo, pad_hi = max(-lo, 0), max(hi - features.shape[0], 0)
-    zeros = features.new_zeros
-    return torch.cat([zeros((pad_lo,) + features.shape[1:]), window, zeros((pad_hi,) + features.shape[1:])])
+from .provider import audio_window
 
 
 def near_far_from_aabb(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb: torch.Tensor,

@@ -7,7 +7,8 @@ import torch
 import raymarching
 from nerf_triplane.network import NeRFNetwork
 from nerf_triplane.options import parse_args
-from nerf_triplane.renderer import audio_window, composite_dense, near_far_from_aabb
+from nerf_triplane.provider import audio_window
+from nerf_triplane.renderer import composite_dense, near_far_from_aabb
 
 RADIUS = 0.3
 COLOUR = torch.tensor([0.2, 0.6, 0.9])
