@@ -19,7 +19,7 @@ at::Tensor sh_encode_forward(const at::Tensor& inputs, int64_t degree) {
     scalar_t* out = outputs.data_ptr<scalar_t>();
     at::parallel_for(0, N, 1024, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        shenc::sh_basis<scalar_t>(in + b * 3, static_cast<int>(degree), norms, out + b * K, nullptr, nullptr);
+        shenc::sh_point<scalar_t>(in + b * 3, static_cast<int>(degree), norms, out + b * K, nullptr, nullptr);
       }
     });
   });
@@ -38,7 +38,7 @@ at::Tensor sh_encode_backward(const at::Tensor& v_outputs, const at::Tensor& inp
     scalar_t* v_in = v_inputs.data_ptr<scalar_t>();
     at::parallel_for(0, N, 1024, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        shenc::sh_basis<scalar_t>(in + b * 3, static_cast<int>(degree), norms, nullptr, v_out + b * K, v_in + b * 3);
+        shenc::sh_point<scalar_t>(in + b * 3, static_cast<int>(degree), norms, nullptr, v_out + b * K, v_in + b * 3);
       }
     });
   });

@@ -18,7 +18,7 @@ __global__ void forward_kernel(const T* __restrict__ inputs, T* __restrict__ out
                                const shenc::Norms<T> norms) {
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (b >= N) return;
-  shenc::sh_basis<T>(inputs + b * 3, degree, norms, out + b * degree * degree, nullptr, nullptr);
+  shenc::sh_point<T>(inputs + b * 3, degree, norms, out + b * degree * degree, nullptr, nullptr);
 }
 
 // v_out: [N, degree^2] -> v_inputs: [N, 3].
@@ -27,7 +27,7 @@ __global__ void backward_kernel(const T* __restrict__ inputs, const T* __restric
                                 int64_t N, int degree, const shenc::Norms<T> norms) {
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (b >= N) return;
-  shenc::sh_basis<T>(inputs + b * 3, degree, norms, nullptr, v_out + b * degree * degree, v_inputs + b * 3);
+  shenc::sh_point<T>(inputs + b * 3, degree, norms, nullptr, v_out + b * degree * degree, v_inputs + b * 3);
 }
 
 // inputs: [N, 3] -> basis [N, degree^2].

@@ -115,4 +115,58 @@ HD void sh_basis(const T* xyz, int degree, const Norms<T>& norms, T* out, const 
   }
 }
 
+// Degree 4 (16 outputs, ER-NeRF's direction encoding) in closed form: the same polynomials as
+// the recursion above (instant-ngp's constants), several times faster than walking it.
+template <typename T>
+HD void sh_basis_deg4(const T* xyz, T* out, const T* v_out, T* v_xyz) {
+  const T x = xyz[0], y = xyz[1], z = xyz[2];
+  const T C0 = T(0.28209479177387814), C1 = T(0.48860251190291987), A = T(1.0925484305920792),
+          B = T(0.94617469575755997), Bc = T(0.31539156525251999), D = T(0.54627421529603959),
+          E = T(0.59004358992664352), F = T(2.8906114426405538), G = T(0.45704579946446572),
+          H = T(0.3731763325901154), I = T(1.4453057213202769);
+  const T xx = x * x, yy = y * y, zz = z * z;
+  if (out) {
+    out[0] = C0;
+    out[1] = -C1 * y;
+    out[2] = C1 * z;
+    out[3] = -C1 * x;
+    out[4] = A * x * y;
+    out[5] = -A * y * z;
+    out[6] = B * zz - Bc;
+    out[7] = -A * x * z;
+    out[8] = D * (xx - yy);
+    out[9] = E * y * (-T(3) * xx + yy);
+    out[10] = F * x * y * z;
+    out[11] = G * y * (T(1) - T(5) * zz);
+    out[12] = H * z * (T(5) * zz - T(3));
+    out[13] = G * x * (T(1) - T(5) * zz);
+    out[14] = I * z * (xx - yy);
+    out[15] = E * x * (-xx + T(3) * yy);
+  }
+  if (v_out) {
+    const T* v = v_out;
+    const T gx = -C1 * v[3] + A * (y * v[4] - z * v[7]) + T(2) * D * x * v[8] - T(6) * E * x * y * v[9] +
+                 F * y * z * v[10] + G * (T(1) - T(5) * zz) * v[13] + T(2) * I * x * z * v[14] +
+                 T(3) * E * (yy - xx) * v[15];
+    const T gy = -C1 * v[1] + A * (x * v[4] - z * v[5]) - T(2) * D * y * v[8] + T(3) * E * (yy - xx) * v[9] +
+                 F * x * z * v[10] + G * (T(1) - T(5) * zz) * v[11] - T(2) * I * y * z * v[14] +
+                 T(6) * E * x * y * v[15];
+    const T gz = C1 * v[2] - A * (y * v[5] + x * v[7]) + T(2) * B * z * v[6] + F * x * y * v[10] -
+                 T(10) * G * z * (y * v[11] + x * v[13]) + H * (T(15) * zz - T(3)) * v[12] + I * (xx - yy) * v[14];
+    v_xyz[0] = v_xyz[0] + gx;
+    v_xyz[1] = v_xyz[1] + gy;
+    v_xyz[2] = v_xyz[2] + gz;
+  }
+}
+
+// Entry point of both backends: the closed form for degree 4, the recursion otherwise.
+template <typename T>
+HD void sh_point(const T* xyz, int degree, const Norms<T>& norms, T* out, const T* v_out, T* v_xyz) {
+  if (degree == 4) {
+    sh_basis_deg4(xyz, out, v_out, v_xyz);
+  } else {
+    sh_basis(xyz, degree, norms, out, v_out, v_xyz);
+  }
+}
+
 }  // namespace shenc
