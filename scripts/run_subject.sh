@@ -8,7 +8,7 @@
 #   3. lips       --finetune_lips --patch_size 32 in the same workspace; skipped with a notice
 #                 when the AlexNet LPIPS weights (alexnet-owt-7be5be79.pth) are absent
 #   4. torso      --torso --head_ckpt trial_<ID>/checkpoints/ngp.pth -> $WORK/trial_<ID>_torso/
-#   5. test       --test --torso, then scripts/evaluate.py (metrics.json, report.md, strip)
+#   5. test       --test --torso, which also runs the evaluation (metrics.json, report.md, strip)
 #   6. new audio  --test --test_train --torso --aud NEW_AUDIO --smooth_path
 #                 (default NEW_AUDIO: the subject's own data/<ID>/aud.wav)
 # <ID> is the video's file name without extension. Settings come from the preset
@@ -94,8 +94,8 @@ if is_done "$TORSO" test; then
 else
   log "5/6 test metrics -> $TORSO/results"
   # shellcheck disable=SC2086
+  # --test also writes the evaluation (scripts/evaluate.py): metrics.json, report.md, strip.
   "$PY" main.py "$DATA" --workspace "$TORSO" $TEST_FLAGS --torso --test
-  "$PY" scripts/evaluate.py "$TORSO" --data "$DATA"
   done_mark "$TORSO" test
 fi
 
