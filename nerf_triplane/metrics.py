@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def _build_lpips(lpips, weights, device, quiet: bool):
     if found is None:
         if not quiet:
             print(f"[metrics] LPIPS skipped: AlexNet weights not found; put {ALEXNET_FILE} in "
-                  f"{Path(torch.hub.get_dir()) / 'checkpoints'} or pass --lpips_weights PATH")
+                  f"{Path(torch.hub.get_dir()) / 'checkpoints'} or pass --lpips_weights PATH", file=sys.stderr)
         return None
     # pnet_rand avoids torchvision's download; the backbone is then filled from the local file.
     net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)

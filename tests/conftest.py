@@ -15,6 +15,15 @@ HEAD_EPOCHS = 1
 HEAD_ITERS = HEAD_EPOCHS * TRAIN_FRAMES
 
 
+def error_line(capsys) -> str:
+    """The single ``error:`` line a CLI printed to stderr (and no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 def shared_file(name: str) -> Path:
     """Path of a file in ../shared/data, or skip the test saying why."""
     path = SHARED_DATA / name

@@ -8,17 +8,9 @@ import pytest
 
 import main as cli
 from nerf_triplane.video import probe_video
-from tests.conftest import SUBJECT_FRAMES, tiny_args
+from tests.conftest import SUBJECT_FRAMES, error_line, tiny_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.mark.slow
@@ -54,16 +46,16 @@ def test_train_then_test_writes_videos_and_metrics(subject, trained_head):
 
 def test_missing_folder_and_unbuilt_flags(tmp_path, capsys):
     assert cli.main([str(tmp_path / "nowhere")]) == 2
-    assert "does not exist" in _error(capsys)
+    assert "does not exist" in error_line(capsys)
     assert cli.main([str(tmp_path), "--gui"]) == 2
-    assert "--gui" in _error(capsys)
+    assert "--gui" in error_line(capsys)
     assert cli.main([str(tmp_path), "--aud", "x.wav"]) == 2
-    assert "--test" in _error(capsys)
+    assert "--test" in error_line(capsys)
 
 
 def test_small_lpips_patches_are_rejected(subject, tmp_path, capsys):
     assert cli.main(tiny_args(subject, tmp_path / "ws", "--iters", 1, "--patch_size", 16)) == 2
-    assert "at least 32x32" in _error(capsys)
+    assert "at least 32x32" in error_line(capsys)
 
 
 def test_missing_transforms(subject, tmp_path, capsys):
@@ -71,7 +63,7 @@ def test_missing_transforms(subject, tmp_path, capsys):
     shutil.copytree(subject, folder)
     (folder / "transforms_train.json").unlink()
     assert cli.main(tiny_args(folder, tmp_path / "ws", "--iters", 1)) == 2
-    assert "transforms_train.json" in _error(capsys)
+    assert "transforms_train.json" in error_line(capsys)
 
 
 def test_features_shorter_than_frames(subject, tmp_path, capsys):
@@ -79,9 +71,9 @@ def test_features_shorter_than_frames(subject, tmp_path, capsys):
     shutil.copytree(subject, folder)
     np.save(folder / "aud.npy", np.load(folder / "aud.npy")[:10])
     assert cli.main(tiny_args(folder, tmp_path / "ws", "--iters", 1)) == 2
-    assert "aud.npy" in _error(capsys)
+    assert "aud.npy" in error_line(capsys)
 
 
 def test_test_without_checkpoint(subject, tmp_path, capsys):
     assert cli.main(tiny_args(subject, tmp_path / "empty", "--test")) == 2
-    assert "no checkpoint" in _error(capsys)
+    assert "no checkpoint" in error_line(capsys)

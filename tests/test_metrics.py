@@ -107,7 +107,7 @@ def test_lpips_without_weights_is_none_with_notice(tmp_path, monkeypatch, capsys
     monkeypatch.delenv("ERNERF_LPIPS_RANDOM", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     assert metrics.load_lpips() is None
-    assert "alexnet-owt-7be5be79.pth" in capsys.readouterr().out
+    assert "alexnet-owt-7be5be79.pth" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="--lpips_weights"):
         metrics.load_lpips(tmp_path / "missing.pth")
 

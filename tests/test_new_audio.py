@@ -11,18 +11,10 @@ from nerf_triplane.options import parse_args
 from nerf_triplane.poses import nerf_matrix_to_ngp, smooth_path
 from nerf_triplane.provider import NeRFDataset, mirror_index
 from nerf_triplane.video import probe_video
-from tests.conftest import TRAIN_FRAMES, shared_file, tiny_args
+from tests.conftest import TRAIN_FRAMES, error_line, shared_file, tiny_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SECONDS = 1.6  # 40 frames at 25 fps: longer than the 30 training frames, so the track turns back
-
-
-def _error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +71,7 @@ def test_feature_dim_mismatch_with_checkpoint(subject, trained_head, tmp_path, c
     feats = tmp_path / "other_dim.npy"
     np.save(feats, np.zeros((8, 16, 29), np.float32))
     assert cli.main(tiny_args(subject, trained_head, "--test", "--test_train", "--aud", feats)) == 2
-    line = _error(capsys)
+    line = error_line(capsys)
     assert "dim 32" in line and "--asr_model" in line
 
 

@@ -11,18 +11,10 @@ from nerf_triplane.network import NeRFNetwork
 from nerf_triplane.options import parse_args
 from nerf_triplane.provider import NeRFDataset
 from nerf_triplane.trainer import Trainer
-from tests.conftest import HEAD_ITERS, SUBJECT_FRAMES, TRAIN_FRAMES, tiny_args
+from tests.conftest import HEAD_ITERS, SUBJECT_FRAMES, TRAIN_FRAMES, error_line, tiny_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TORSO_ITERS = 2 * HEAD_ITERS
-
-
-def _error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -104,20 +96,20 @@ def test_test_renders_head_and_torso(subject, torso_run, trained_head, capsys):
     assert json.loads((ws / "results" / "ngp_ep0002_frames" / "index.json").read_text())["torso"] is True
     # A head workspace has no torso to render.
     assert cli.main(tiny_args(subject, trained_head, "--torso", "--test")) == 2
-    assert "no torso branch" in _error(capsys)
+    assert "no torso branch" in error_line(capsys)
 
 
 def test_head_checkpoint_must_match_the_data(subject, trained_head, tmp_path, capsys):
     head = trained_head / "checkpoints" / "ngp.pth"
     base = tiny_args(subject, tmp_path / "ws", "--torso", "--iters", 1)
     assert cli.main(base + ["--head_ckpt", str(tmp_path / "none.pth")]) == 2
-    assert "not found" in _error(capsys)
+    assert "not found" in error_line(capsys)
     assert cli.main(base + ["--head_ckpt", str(head), "--ind_num", "20"]) == 2
-    assert "--ind_num 10000" in _error(capsys)
+    assert "--ind_num 10000" in error_line(capsys)
     assert cli.main(base + ["--head_ckpt", str(head), "--data_range", "0", "20"]) == 2
-    assert f"trained on {TRAIN_FRAMES} frames" in _error(capsys)
+    assert f"trained on {TRAIN_FRAMES} frames" in error_line(capsys)
     other = torch.load(head, weights_only=False)
     other["audio_dim"] = 29
     torch.save(other, tmp_path / "other_dim.pth")
     assert cli.main(base + ["--head_ckpt", str(tmp_path / "other_dim.pth")]) == 2
-    assert "dim 29" in _error(capsys)
+    assert "dim 29" in error_line(capsys)
