@@ -48,8 +48,18 @@ LIPS_FLAGS=$(flags lips)
 TORSO_FLAGS=$(flags torso)
 TEST_FLAGS=$(flags test)
 log() { echo "[run_subject] $*"; }
-done_mark() { touch "$1/stage_$2.done"; }
-is_done() { [ -f "$1/stage_$2.done" ]; }
+# stage WORKSPACE NAME LABEL main.py-args...: run main.py once, marking WORKSPACE/stage_NAME.done.
+stage() {
+  local ws="$1" name="$2" label="$3"
+  shift 3
+  if [ -f "$ws/stage_$name.done" ]; then
+    log "$label: done before, skipped"
+    return
+  fi
+  log "$label -> $ws"
+  "$PY" main.py "$DATA" --workspace "$ws" "$@"
+  touch "$ws/stage_$name.done"
+}
 
 log "subject $ID, preset $PRESET, work folder $WORK"
 mkdir -p "$DATA" "$HEAD" "$TORSO"
@@ -60,44 +70,20 @@ fi
 log "1/6 process -> $DATA"
 "$PY" data_utils/process.py "$DATA/$ID.mp4"
 
-if is_done "$HEAD" head; then
-  log "2/6 head: done before, skipped"
-else
-  log "2/6 head -> $HEAD ($HEAD_FLAGS)"
-  # shellcheck disable=SC2086  # the preset flags are a word list
-  "$PY" main.py "$DATA" --workspace "$HEAD" $HEAD_FLAGS
-  done_mark "$HEAD" head
-fi
-
-if is_done "$HEAD" lips; then
-  log "3/6 lips: done before, skipped"
-elif ! "$PY" -c "import sys; from nerf_triplane.metrics import find_alexnet_weights; sys.exit(find_alexnet_weights() is None)"; then
+# shellcheck disable=SC2086  # the preset flags are a word list
+stage "$HEAD" head "2/6 head ($HEAD_FLAGS)" $HEAD_FLAGS
+if [ ! -f "$HEAD/stage_lips.done" ] && \
+    ! "$PY" -c "import sys; from nerf_triplane.metrics import find_alexnet_weights; sys.exit(find_alexnet_weights() is None)"; then
   log "3/6 lips: skipped, no AlexNet LPIPS weights (put alexnet-owt-7be5be79.pth in the torch hub cache checkpoints/)"
 else
-  log "3/6 lips finetune -> $HEAD ($LIPS_FLAGS)"
   # shellcheck disable=SC2086
-  "$PY" main.py "$DATA" --workspace "$HEAD" $LIPS_FLAGS
-  done_mark "$HEAD" lips
+  stage "$HEAD" lips "3/6 lips finetune ($LIPS_FLAGS)" $LIPS_FLAGS
 fi
-
-if is_done "$TORSO" torso; then
-  log "4/6 torso: done before, skipped"
-else
-  log "4/6 torso -> $TORSO ($TORSO_FLAGS)"
-  # shellcheck disable=SC2086
-  "$PY" main.py "$DATA" --workspace "$TORSO" $TORSO_FLAGS --head_ckpt "$HEAD/checkpoints/ngp.pth"
-  done_mark "$TORSO" torso
-fi
-
-if is_done "$TORSO" test; then
-  log "5/6 test: done before, skipped"
-else
-  log "5/6 test metrics -> $TORSO/results"
-  # shellcheck disable=SC2086
-  # --test also writes the evaluation (scripts/evaluate.py): metrics.json, report.md, strip.
-  "$PY" main.py "$DATA" --workspace "$TORSO" $TEST_FLAGS --torso --test
-  done_mark "$TORSO" test
-fi
+# shellcheck disable=SC2086
+stage "$TORSO" torso "4/6 torso ($TORSO_FLAGS)" $TORSO_FLAGS --head_ckpt "$HEAD/checkpoints/ngp.pth"
+# --test also writes the evaluation (scripts/evaluate.py): metrics.json, report.md, strip.
+# shellcheck disable=SC2086
+stage "$TORSO" test "5/6 test metrics" $TEST_FLAGS --torso --test
 
 AUDIO="${NEW_AUDIO:-$DATA/aud.wav}"
 STEM="$(basename "${AUDIO%.*}")"
