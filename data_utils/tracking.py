@@ -2,9 +2,9 @@
 
 The reference fits the BFM 3DMM (identity + expression) to the 68 landmarks. Offline we have no
 BFM, so we fit a rigid face: the metric mean face of `face_template` plus a small per-subject
-correction shared by all frames, to the landmarks that move with the skull (brows, nose, eyes;
-not jaw or lips). Conventions are the reference's, so `transforms.py` can build the cameras
-exactly as its task 9 does:
+correction shared by all frames, to the landmarks that move with the skull (nose, eyes; brows
+barely; not jaw or lips). Conventions are the reference's, so `transforms.py` can build the
+cameras exactly as its task 9 does:
 
 - a face point ``s`` (model frame: x image-right, y up, z to the camera; decimetres) is seen at
   ``X = R s + trans`` with ``R = euler_to_rot(euler) = Rx(θ)·Ry(φ)·Rz(−ψ)``, camera at the

@@ -158,7 +158,10 @@ def _mean(values: list[float]) -> float | None:
 
 def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], lms_pred: np.ndarray, lms_gt: np.ndarray,
                   lpips_net=None) -> dict:
-    """PSNR (capped at 100 dB), SSIM, LPIPS (None without a network) and mouth LMD.
+    """PSNR (capped at 100 dB), SSIM, LPIPS (None without a network), mouth LMD, and
+    ``mouth_corr``: Pearson correlation of the inner-lip opening of prediction and GT over the
+    frames (1 = the lips open and close with the GT's; None with fewer than 8 frames or a
+    constant side). LMD alone cannot tell a mouth that moves from one held half-open.
 
     Args:
         preds, gts: uint8 frames  # N x [H, W, 3]
@@ -173,9 +176,14 @@ def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], lms_pred: np.n
             scores["lpips"].append(lpips_distance(lpips_net, pf, gf))
         if np.isfinite(lms_pred[i]).all() and np.isfinite(lms_gt[i]).all():
             scores["lmd"].append(mouth_lmd(lms_pred[i], lms_gt[i]))
+    open_pred, open_gt = mouth_opening(lms_pred), mouth_opening(lms_gt)
+    ok = np.isfinite(open_pred) & np.isfinite(open_gt)
+    corr = None
+    if ok.sum() >= 8 and open_pred[ok].std() > 0 and open_gt[ok].std() > 0:
+        corr = float(np.corrcoef(open_pred[ok], open_gt[ok])[0, 1])
     return {"psnr": _mean(scores["psnr"]), "ssim": _mean(scores["ssim"]), "lpips": _mean(scores["lpips"]),
             "lmd": _mean(scores["lmd"]), "lmd_frames": len(scores["lmd"]),
-            "lmd_skipped": len(preds) - len(scores["lmd"])}
+            "lmd_skipped": len(preds) - len(scores["lmd"]), "mouth_corr": corr}
 
 
 def _gt_frames(data: Path, index: list[dict], shape: tuple[int, int]) -> list[np.ndarray]:
@@ -252,7 +260,8 @@ def report_markdown(name: str, result: dict) -> str:
                   f"| PSNR (dB) | {_fmt(m.get('psnr'), '.2f')} | {_fmt(base.get('psnr'), '.2f')} |",
                   f"| SSIM | {_fmt(m.get('ssim'), '.4f')} | {_fmt(base.get('ssim'), '.4f')} |",
                   f"| LPIPS (alex) | {_fmt(m.get('lpips'), '.4f')} | n/a |",
-                  f"| LMD (px) | {_fmt(m.get('lmd'))} | {_fmt(base.get('lmd'))} |", ""]
+                  f"| LMD (px) | {_fmt(m.get('lmd'))} | {_fmt(base.get('lmd'))} |",
+                  f"| lip opening vs GT (corr) | {_fmt(m.get('mouth_corr'))} | n/a |", ""]
         if base:
             lines += [f"Floor: nearest training frame's head pasted into the GT frame ({base['n_frames']} "
                       f"frames; whole-frame copy {_fmt(base.get('full_frame_psnr'), '.2f')} dB).", ""]

@@ -10,7 +10,8 @@ Deviations from the reference, each deliberate:
 - ``--warmup_step`` is honoured (linear lr warm-up); its default 0 keeps the
   reference's behaviour, which ignores the flag.
 - Added: ``--device``, ``--eval_interval``, ``--save_interval``, ``--max_keep_ckpt``,
-  ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``.
+  ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``,
+  ``--face_rays``/``--lips_rays`` (default 0 = the reference's uniform sampling).
 Flags of features that are not built raise a clear error in `main.py` (see
 ``UNBUILT``) instead of being ignored.
 """
@@ -82,6 +83,10 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--density_thresh_torso", type=float, default=0.01, help="torso occupancy threshold on alpha")
     g.add_argument("--grid_size", type=int, default=128, help="occupancy grid resolution per axis")
     g.add_argument("--patch_size", type=int, default=1, help=">1: train on square patches (LPIPS)")
+    g.add_argument("--face_rays", type=float, default=0.0,
+                   help="fraction of each training batch drawn inside the face rectangle (0 = uniform)")
+    g.add_argument("--lips_rays", type=float, default=0.0,
+                   help="fraction of each training batch drawn inside the lips square (0 = uniform)")
     g.add_argument("--init_lips", action="store_true", help="unused by the reference, kept for compatibility")
     g.add_argument("--finetune_lips", action="store_true", help="lips LPIPS finetuning stage")
     g.add_argument("--smooth_lips", action="store_true", help="smooth the audio code over time at inference")
@@ -138,6 +143,11 @@ def finalize(opt: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--offset takes three floats, got {opt.offset}")
     if opt.patch_size > 1 and opt.num_rays % (opt.patch_size ** 2) != 0:
         raise ValueError(f"--num_rays ({opt.num_rays}) must be a multiple of --patch_size^2 ({opt.patch_size ** 2})")
+    for flag in ("face_rays", "lips_rays"):
+        if not 0.0 <= getattr(opt, flag) <= 1.0:
+            raise ValueError(f"--{flag} is a fraction in [0, 1], got {getattr(opt, flag)}")
+    if opt.face_rays + opt.lips_rays > 1.0:
+        raise ValueError(f"--face_rays + --lips_rays must not exceed 1, got {opt.face_rays + opt.lips_rays}")
     return opt
 
 

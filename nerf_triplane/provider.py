@@ -21,7 +21,8 @@ from data_utils.audio_features import feature_file_for
 from data_utils.blinks import read_openface_au45
 
 from .poses import nerf_matrix_to_ngp, smooth_path
-from .rays import get_bg_coords, get_rays, rect_mask
+from .rays import (get_bg_coords, get_rays, random_pixels, rays_from_pixels, rect_mask,
+                   rect_random_pixels)
 
 SPLITS = ("train", "val", "test")
 VAL_FRAMES = 100
@@ -403,6 +404,18 @@ class NeRFDataset:
             rect = self.rects[f]["lips"]
             results["rect"] = rect
             return get_rays(pose, self.intrinsics, self.H, self.W, rect=rect)
+        if self.training and self.opt.patch_size == 1 and (self.opt.face_rays > 0 or self.opt.lips_rays > 0):
+            # The head fills a small part of the frame and everything around it is copied
+            # from GT, so rays inside the face (and the few hundred lip pixels, whose motion
+            # the audio must explain) buy the most per step on a slow device.
+            n_face = int(round(self.num_rays * self.opt.face_rays))
+            n_lips = int(round(self.num_rays * self.opt.lips_rays))
+            parts = [rect_random_pixels(self.H, self.W, n, self.rects[f][name], self.device)
+                     for name, n in (("face", n_face), ("lips", n_lips)) if n > 0]
+            rest = self.num_rays - n_face - n_lips
+            if rest > 0:
+                parts.append(random_pixels(self.H, self.W, rest, self.device))
+            return rays_from_pixels(pose, self.intrinsics, self.W, torch.cat(parts))
         return get_rays(pose, self.intrinsics, self.H, self.W, self.num_rays, self.opt.patch_size)
 
     def collate(self, index: list[int]) -> dict:

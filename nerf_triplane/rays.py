@@ -64,6 +64,26 @@ def rect_pixels(H: int, W: int, rect: Sequence[int], device="cpu") -> torch.Tens
     return (rows[:, None] * W + cols[None, :]).reshape(-1)
 
 
+def rect_random_pixels(H: int, W: int, N: int, rect: Sequence[int], device="cpu",
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """``N`` pixels drawn uniformly with replacement from rows ``[xmin, xmax)`` x columns
+    ``[ymin, ymax)`` (clipped to the image).
+
+    Args:
+        rect: (xmin, xmax, ymin, ymax), x = rows, y = columns.
+    Returns:
+        flat pixel indices, int64  # [N]
+    """
+    xmin, xmax, ymin, ymax = (int(v) for v in rect)
+    xmin, xmax, ymin, ymax = max(0, xmin), min(H, xmax), max(0, ymin), min(W, ymax)
+    if N <= 0 or xmin >= xmax or ymin >= ymax:
+        raise ValueError(f"need N > 0 and a non-empty rect inside the {H}x{W} image, got N={N}, "
+                         f"rect={tuple(rect)}")
+    rows = torch.randint(xmin, xmax, (N,), device=device, generator=generator)
+    cols = torch.randint(ymin, ymax, (N,), device=device, generator=generator)
+    return rows * W + cols
+
+
 def all_pixels(H: int, W: int, device="cpu") -> torch.Tensor:
     """Every pixel, row-major: ``arange(H * W)``  # [H*W]"""
     return torch.arange(H * W, device=device)

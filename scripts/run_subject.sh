@@ -8,7 +8,8 @@
 #   3. lips       --finetune_lips --patch_size 32 in the same workspace; skipped with a notice
 #                 when the AlexNet LPIPS weights (alexnet-owt-7be5be79.pth) are absent
 #   4. torso      --torso --head_ckpt trial_<ID>/checkpoints/ngp.pth -> $WORK/trial_<ID>_torso/
-#   5. test       --test --torso, which also runs the evaluation (metrics.json, report.md, strip)
+#   5. test       --test on the head workspace, then --test --torso, each also running the
+#                 evaluation (results/metrics.json, report.md, strip) of its workspace
 #   6. new audio  --test --test_train --torso --aud NEW_AUDIO --smooth_path
 #                 (default NEW_AUDIO: the subject's own data/<ID>/aud.wav)
 # <ID> is the video's file name without extension. Settings come from the preset
@@ -18,7 +19,8 @@
 # PYTHON (default .venv/bin/python), OMP_NUM_THREADS (default 1: steadier on a shared machine).
 # Resumable: a finished stage leaves $WORK/trial_<ID>*/stage_<name>.done and is skipped when
 # rerun; an interrupted training resumes from its last checkpoint; process.py skips the
-# steps whose outputs exist. Delete a .done file to redo that stage.
+# steps whose outputs exist. Delete a .done file to redo that stage. Each step's wall time is
+# appended to $WORK/stage_times.tsv (subject, step, seconds).
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
@@ -48,6 +50,14 @@ LIPS_FLAGS=$(flags lips)
 TORSO_FLAGS=$(flags torso)
 TEST_FLAGS=$(flags test)
 log() { echo "[run_subject] $*"; }
+# timed NAME command...: run a command and append its wall time to $WORK/stage_times.tsv.
+timed() {
+  local name="$1" t0=$SECONDS
+  shift
+  "$@"
+  printf '%s\t%s\t%d\n' "$ID" "$name" $((SECONDS - t0)) >> "$WORK/stage_times.tsv"
+  log "$name took $((SECONDS - t0)) s"
+}
 # stage WORKSPACE NAME LABEL main.py-args...: run main.py once, marking WORKSPACE/stage_NAME.done.
 stage() {
   local ws="$1" name="$2" label="$3"
@@ -57,7 +67,7 @@ stage() {
     return
   fi
   log "$label -> $ws"
-  "$PY" main.py "$DATA" --workspace "$ws" "$@"
+  timed "$name" "$PY" main.py "$DATA" --workspace "$ws" "$@"
   touch "$ws/stage_$name.done"
 }
 
@@ -68,7 +78,7 @@ if [ ! -f "$DATA/$ID.mp4" ]; then
 fi
 
 log "1/6 process -> $DATA"
-"$PY" data_utils/process.py "$DATA/$ID.mp4"
+timed process "$PY" data_utils/process.py "$DATA/$ID.mp4"
 
 # shellcheck disable=SC2086  # the preset flags are a word list
 stage "$HEAD" head "2/6 head ($HEAD_FLAGS)" $HEAD_FLAGS
@@ -83,7 +93,9 @@ fi
 stage "$TORSO" torso "4/6 torso ($TORSO_FLAGS)" $TORSO_FLAGS --head_ckpt "$HEAD/checkpoints/ngp.pth"
 # --test also writes the evaluation (scripts/evaluate.py): metrics.json, report.md, strip.
 # shellcheck disable=SC2086
-stage "$TORSO" test "5/6 test metrics" $TEST_FLAGS --torso --test
+stage "$HEAD" test_head "5/6 test metrics, head" $TEST_FLAGS --test
+# shellcheck disable=SC2086
+stage "$TORSO" test "5/6 test metrics, head+torso" $TEST_FLAGS --torso --test
 
 AUDIO="${NEW_AUDIO:-$DATA/aud.wav}"
 STEM="$(basename "${AUDIO%.*}")"
@@ -92,7 +104,8 @@ if [ -f "$TORSO/results/$STEM.mp4" ] && [ "$TORSO/results/$STEM.mp4" -nt "$AUDIO
 else
   log "6/6 new audio $AUDIO -> $TORSO/results/$STEM.mp4"
   # shellcheck disable=SC2086
-  "$PY" main.py "$DATA" --workspace "$TORSO" $TEST_FLAGS --torso --test --test_train --aud "$AUDIO" --smooth_path
+  timed new_audio "$PY" main.py "$DATA" --workspace "$TORSO" $TEST_FLAGS --torso --test --test_train \
+    --aud "$AUDIO" --smooth_path
 fi
 
-log "done: report $TORSO/results/report.md, video $TORSO/results/$STEM.mp4"
+log "done: reports $HEAD/results/report.md (head), $TORSO/results/report.md (head+torso), video $TORSO/results/$STEM.mp4; times $WORK/stage_times.tsv"

@@ -71,8 +71,11 @@ def test_nearest_frame_baseline(subject, tmp_path):
     data = tmp_path / "syn"
     shutil.copytree(subject, data)
     pool = _lms(data, range(10))
-    # Position and size do not matter, only the shape: a moved, scaled copy of frame 4 finds frame 4.
-    assert nearest_indices(pool[4:5] * 1.7 + 30, pool)[0] == 4
+    # Matching is in pixels: a frame finds itself, and a copy moved far right finds the pool
+    # frame whose landmarks sit furthest right.
+    assert nearest_indices(pool[4:5] + 0.1, pool)[0] == 4
+    moved = pool[4:5] + np.array([1000.0, 0.0])
+    assert nearest_indices(moved, pool)[0] == int(np.argmax(pool[:, :, 0].mean(axis=1)))
     result = nearest_frame_baseline(data, "test")
     assert result["n_frames"] == 6 and len(result["matches"]) == 6
     assert all(m[1] < 60 for m in result["matches"])
@@ -114,6 +117,22 @@ def _workspace_with_gt_frames(ws, data, split):
     (ws / "results" / "metrics.json").write_text(json.dumps({"name": "ngp_ep0001", "psnr": 99.0}))
 
 
+def test_mouth_corr_follows_the_lips():
+    from nerf_triplane.evaluation import image_metrics
+
+    rng = np.random.default_rng(0)
+    gts = [np.zeros((16, 16, 3), np.uint8)] * 12
+    lms_gt = np.tile(rng.uniform(100, 200, (1, 68, 2)), (12, 1, 1))
+    lms_gt[:, 66, 1] += np.arange(12) % 4  # the lower lip moves: the opening varies
+    still = np.tile(lms_gt[:1], (12, 1, 1))
+    moving = lms_gt.copy()
+    moving[:, 66, 1] += 0.5 * (np.arange(12) % 4)
+    assert image_metrics(gts, gts, still, lms_gt)["mouth_corr"] is None  # a still mouth
+    assert image_metrics(gts, gts, moving, lms_gt)["mouth_corr"] > 0.999
+    backwards = lms_gt[::-1].copy()
+    assert image_metrics(gts, gts, backwards, lms_gt)["mouth_corr"] < 0.5
+
+
 def test_evaluate_identical_frames(subject, tmp_path):
     from nerf_triplane.evaluation import evaluate_workspace
 
@@ -124,6 +143,7 @@ def test_evaluate_identical_frames(subject, tmp_path):
     assert result["name"] == "ngp_ep0001" and result["frames"] == 24 and result["source"] == "frames"
     assert m["psnr"] == 100.0 and m["ssim"] == pytest.approx(1.0)
     assert m["lmd"] == 0.0 and m["lmd_frames"] == 24
+    assert m["mouth_corr"] == pytest.approx(1.0)
     assert result["sync"] == result["sync_gt"]
     assert result["sync"]["best_lag"] == 0 and result["sync"]["best_corr"] > 0.5
     assert result["baseline"] is None  # the floor is for held-out frames only

@@ -179,6 +179,24 @@ def test_patches_and_lips_batches(subject):
     assert "rect" not in ds.collate([3]) and ds.collate([3])["rays_o"].shape[1] == 256
 
 
+def test_face_and_lips_ray_shares(subject):
+    from nerf_triplane.rays import rect_mask
+
+    ds = NeRFDataset(_opt(subject, "--face_rays", "0.5", "--lips_rays", "0.25"), type="train")
+    batch = ds.collate([5])
+    assert batch["rays_o"].shape == (1, 256, 3)
+    face = batch["face_mask"][0]
+    assert face[:128].all()
+    rows_cols = ((batch["bg_coords"][0] + 1) / 2 * (SIZE - 1)).round()  # back from [-1, 1]
+    i, j = rows_cols[:, 1] + 0.5, rows_cols[:, 0] + 0.5
+    assert rect_mask(i[None], j[None], ds.rects[5]["lips"])[0, 128:192].all()
+    # The uniform rest lands mostly outside the face, as without the options.
+    assert not face[192:].all()
+    for flags in (["--face_rays", "1.5"], ["--face_rays", "0.7", "--lips_rays", "0.5"]):
+        with pytest.raises(ValueError, match="rays"):
+            _opt(subject, *flags)
+
+
 def test_eye_options(subject):
     plain = NeRFDataset(_opt(subject), type="train").eye_area[:, 0].numpy()
     smooth = NeRFDataset(_opt(subject, "--smooth_eye"), type="train").eye_area[:, 0].numpy()

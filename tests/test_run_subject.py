@@ -38,11 +38,16 @@ def test_run_subject_tiny(tmp_path):
     assert np.isfinite(metrics["psnr"]) and metrics["baseline"]["n_frames"] == metrics["frames"]
     assert "sync" in metrics and (torso / "report.md").is_file()
     assert (torso / "speech.mp4").is_file()
-    for stage in ("head", "torso", "test"):
-        folder = work / ("trial_may2" if stage == "head" else "trial_may2_torso")
+    head = json.loads((work / "trial_may2" / "results" / "metrics.json").read_text())
+    assert np.isfinite(head["psnr"])
+    for stage in ("head", "test_head", "torso", "test"):
+        folder = work / ("trial_may2" if stage in ("head", "test_head") else "trial_may2_torso")
         assert (folder / f"stage_{stage}.done").is_file()
+    times = [line.split("\t") for line in (work / "stage_times.tsv").read_text().splitlines()]
+    assert [t[1] for t in times] == ["process", "head", "torso", "test_head", "test", "new_audio"]
+    assert all(t[0] == "may2" and int(t[2]) >= 0 for t in times)
 
     # Rerun: every stage is skipped.
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("skipped") >= 5
+    assert again.stdout.count("skipped") >= 6
