@@ -212,11 +212,13 @@ class NeRFNetwork(NeRFRenderer):
 
     # ---- optimiser ---------------------------------------------------------------------
 
-    def get_params(self, lr: float, lr_net: float, wd: float = 0) -> list[dict]:
+    def get_params(self, lr: float, lr_net: float, wd: float = 0, lr_aud: float = 1.0) -> list[dict]:
         """AdamW parameter groups of the reference.
 
         Grid encoders (and the audio embedding) keep AdamW's default weight decay, as in
-        the reference. With ``--torso`` only the torso parameters are returned.
+        the reference. With ``--torso`` only the torso parameters are returned. ``lr_aud``
+        multiplies the learning rates of the audio path (AudioNet, AudioAttNet and the audio
+        channel attention); 1 is the reference.
         """
         if self.torso:
             params = [
@@ -230,7 +232,7 @@ class NeRFNetwork(NeRFRenderer):
             return params
 
         params = [
-            {"params": list(self.audio_net.parameters()), "lr": lr_net, "weight_decay": wd},
+            {"params": list(self.audio_net.parameters()), "lr": lr_net * lr_aud, "weight_decay": wd},
             {"params": list(self.encoder_xy.parameters()), "lr": lr},
             {"params": list(self.encoder_yz.parameters()), "lr": lr},
             {"params": list(self.encoder_xz.parameters()), "lr": lr},
@@ -238,7 +240,8 @@ class NeRFNetwork(NeRFRenderer):
             {"params": list(self.color_net.parameters()), "lr": lr_net, "weight_decay": wd},
         ]
         if self.att > 0:
-            params.append({"params": list(self.audio_att_net.parameters()), "lr": lr_net * 5, "weight_decay": 1e-4})
+            params.append({"params": list(self.audio_att_net.parameters()), "lr": lr_net * 5 * lr_aud,
+                           "weight_decay": 1e-4})
         if self.emb:
             params.append({"params": list(self.embedding.parameters()), "lr": lr})
         if self.individual_dim > 0:
@@ -246,7 +249,7 @@ class NeRFNetwork(NeRFRenderer):
         if self.train_camera:
             params.append({"params": [self.camera_dT], "lr": 1e-5, "weight_decay": 0})
             params.append({"params": [self.camera_dR], "lr": 1e-5, "weight_decay": 0})
-        nets = [self.aud_ch_att_net, self.unc_net] + ([self.eye_att_net] if self.exp_eye else [])
-        for net in nets:
+        params.append({"params": list(self.aud_ch_att_net.parameters()), "lr": lr_net * lr_aud, "weight_decay": wd})
+        for net in [self.unc_net] + ([self.eye_att_net] if self.exp_eye else []):
             params.append({"params": list(net.parameters()), "lr": lr_net, "weight_decay": wd})
         return params

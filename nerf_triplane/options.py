@@ -11,7 +11,8 @@ Deviations from the reference, each deliberate:
   reference's behaviour, which ignores the flag.
 - Added: ``--device``, ``--eval_interval``, ``--save_interval``, ``--max_keep_ckpt``,
   ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``,
-  ``--face_rays``/``--lips_rays`` (default 0 = the reference's uniform sampling).
+  ``--face_rays``/``--lips_rays`` (default 0 = the reference's uniform sampling), ``--lr_aud``
+  (default 1 = the reference's learning rates).
 Flags of features that are not built raise a clear error in `main.py` (see
 ``UNBUILT``) instead of being ignored.
 """
@@ -45,6 +46,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--iters", type=int, default=200000, help="total training iterations")
     g.add_argument("--lr", type=float, default=1e-2, help="learning rate of the hash-grid encoders")
     g.add_argument("--lr_net", type=float, default=1e-3, help="learning rate of the MLPs and codes")
+    g.add_argument("--lr_aud", type=float, default=1.0,
+                   help="multiplier of the audio-path learning rates (AudioNet, attention nets)")
     g.add_argument("--ckpt", type=str, default="latest", help="latest | scratch | latest_model | best | PATH")
     g.add_argument("--num_rays", type=int, default=4096 * 16, help="rays per training image")
     g.add_argument("--cuda_ray", action="store_true", help="occupancy-grid ray marching (runs on CPU too)")

@@ -44,7 +44,8 @@ PRESETS: dict[str, dict] = {
         "iters": {"head": 100000, "lips": 25000, "torso": 200000},
     },
     "cpu": {
-        "flags": {"O": True, "num_rays": 4096, "grid_size": 64, "max_steps": 16},
+        "flags": {"O": True, "num_rays": 4096, "grid_size": 64, "max_steps": 16, "ind_dim": 0,
+                  "lips_rays": 0.2},
         "iters": {"head": 16000, "lips": 1500, "torso": 4000},
     },
     "tiny": {

@@ -404,7 +404,8 @@ class NeRFDataset:
             rect = self.rects[f]["lips"]
             results["rect"] = rect
             return get_rays(pose, self.intrinsics, self.H, self.W, rect=rect)
-        if self.training and self.opt.patch_size == 1 and (self.opt.face_rays > 0 or self.opt.lips_rays > 0):
+        head_only = self.training and not self.opt.torso and self.opt.patch_size == 1
+        if head_only and (self.opt.face_rays > 0 or self.opt.lips_rays > 0):
             # The head fills a small part of the frame and everything around it is copied
             # from GT, so rays inside the face (and the few hundred lip pixels, whose motion
             # the audio must explain) buy the most per step on a slow device.

@@ -201,6 +201,12 @@ def test_get_params_head_groups():
     assert att["lr"] == pytest.approx(5e-3) and att["weight_decay"] == 1e-4
     assert by_param[id(model.camera_dR)]["lr"] == 1e-5
     assert by_param[id(model.individual_codes)]["lr"] == 1e-3
+    # --lr_aud scales the audio path only.
+    fast = {id(p): g["lr"] for g in model.get_params(1e-2, 1e-3, lr_aud=4) for p in g["params"]}
+    for net, base in ((model.audio_net, 1e-3), (model.audio_att_net, 5e-3), (model.aud_ch_att_net, 1e-3)):
+        assert fast[id(next(net.parameters()))] == pytest.approx(4 * base)
+    assert fast[id(next(model.sigma_net.parameters()))] == pytest.approx(1e-3)
+    assert fast[id(next(model.unc_net.parameters()))] == pytest.approx(1e-3)
 
 
 def test_get_params_torso_only():
