@@ -29,7 +29,7 @@ def test_run_subject_tiny(tmp_path):
     work = tmp_path / "work"
     env = dict(os.environ, PRESET="tiny", WORK=str(work), OMP_NUM_THREADS="1")
     cmd = ["bash", str(ROOT / "scripts" / "run_subject.sh"), str(video), str(speech)]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "3/6 lips: skipped" in run.stdout or "3/6 lips finetune" in run.stdout
 
