@@ -8,8 +8,9 @@
 #   3. lips       --finetune_lips --patch_size 32 in the same workspace; skipped with a notice
 #                 when the AlexNet LPIPS weights (alexnet-owt-7be5be79.pth) are absent
 #   4. torso      --torso --head_ckpt trial_<ID>/checkpoints/ngp.pth -> $WORK/trial_<ID>_torso/
-#   5. test       --test on the head workspace, then --test --torso, each also running the
-#                 evaluation (results/metrics.json, report.md, strip) of its workspace
+#   5. test       scripts/evaluate.py on the head and on the torso workspace: scores the test
+#                 split that each training stage rendered at its end (results/metrics.json,
+#                 report.md, strip; the nearest-frame floor and the sync scores)
 #   6. new audio  --test --test_train --torso --aud NEW_AUDIO --smooth_path
 #                 (default NEW_AUDIO: the subject's own data/<ID>/aud.wav)
 # <ID> is the video's file name without extension. Settings come from the preset
@@ -58,7 +59,7 @@ timed() {
   printf '%s\t%s\t%d\n' "$ID" "$name" $((SECONDS - t0)) >> "$WORK/stage_times.tsv"
   log "$name took $((SECONDS - t0)) s"
 }
-# stage WORKSPACE NAME LABEL main.py-args...: run main.py once, marking WORKSPACE/stage_NAME.done.
+# stage WORKSPACE NAME LABEL command...: run a command once, marking WORKSPACE/stage_NAME.done.
 stage() {
   local ws="$1" name="$2" label="$3"
   shift 3
@@ -67,9 +68,10 @@ stage() {
     return
   fi
   log "$label -> $ws"
-  timed "$name" "$PY" main.py "$DATA" --workspace "$ws" "$@"
+  timed "$name" "$@"
   touch "$ws/stage_$name.done"
 }
+train() { "$PY" main.py "$DATA" "$@"; }
 
 log "subject $ID, preset $PRESET, work folder $WORK"
 mkdir -p "$DATA" "$HEAD" "$TORSO"
@@ -81,21 +83,20 @@ log "1/6 process -> $DATA"
 timed process "$PY" data_utils/process.py "$DATA/$ID.mp4"
 
 # shellcheck disable=SC2086  # the preset flags are a word list
-stage "$HEAD" head "2/6 head ($HEAD_FLAGS)" $HEAD_FLAGS
+stage "$HEAD" head "2/6 head ($HEAD_FLAGS)" train --workspace "$HEAD" $HEAD_FLAGS
 if [ ! -f "$HEAD/stage_lips.done" ] && \
     ! "$PY" -c "import sys; from nerf_triplane.metrics import find_alexnet_weights; sys.exit(find_alexnet_weights() is None)"; then
   log "3/6 lips: skipped, no AlexNet LPIPS weights (put alexnet-owt-7be5be79.pth in the torch hub cache checkpoints/)"
 else
   # shellcheck disable=SC2086
-  stage "$HEAD" lips "3/6 lips finetune ($LIPS_FLAGS)" $LIPS_FLAGS
+  stage "$HEAD" lips "3/6 lips finetune ($LIPS_FLAGS)" train --workspace "$HEAD" $LIPS_FLAGS
 fi
 # shellcheck disable=SC2086
-stage "$TORSO" torso "4/6 torso ($TORSO_FLAGS)" $TORSO_FLAGS --head_ckpt "$HEAD/checkpoints/ngp.pth"
-# --test also writes the evaluation (scripts/evaluate.py): metrics.json, report.md, strip.
-# shellcheck disable=SC2086
-stage "$HEAD" test_head "5/6 test metrics, head" $TEST_FLAGS --test
-# shellcheck disable=SC2086
-stage "$TORSO" test "5/6 test metrics, head+torso" $TEST_FLAGS --torso --test
+stage "$TORSO" torso "4/6 torso ($TORSO_FLAGS)" train --workspace "$TORSO" $TORSO_FLAGS \
+  --head_ckpt "$HEAD/checkpoints/ngp.pth"
+# Each training run ends by rendering the test split; the evaluation scores that render.
+stage "$HEAD" test_head "5/6 test metrics, head" "$PY" scripts/evaluate.py "$HEAD" --data "$DATA"
+stage "$TORSO" test "5/6 test metrics, head+torso" "$PY" scripts/evaluate.py "$TORSO" --data "$DATA"
 
 AUDIO="${NEW_AUDIO:-$DATA/aud.wav}"
 STEM="$(basename "${AUDIO%.*}")"
