@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from .metrics import MOUTH, load_lpips, lpips_distance, mouth_lmd, psnr, ssim
-from .sync import audio_envelope, mouth_opening, sync_score
+from .sync import audio_envelope, lagged_correlations, mouth_opening, sync_score
 
 PSNR_CAP = 100.0
 STRIP_FRAMES = 6
@@ -176,14 +176,11 @@ def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], lms_pred: np.n
             scores["lpips"].append(lpips_distance(lpips_net, pf, gf))
         if np.isfinite(lms_pred[i]).all() and np.isfinite(lms_gt[i]).all():
             scores["lmd"].append(mouth_lmd(lms_pred[i], lms_gt[i]))
-    open_pred, open_gt = mouth_opening(lms_pred), mouth_opening(lms_gt)
-    ok = np.isfinite(open_pred) & np.isfinite(open_gt)
-    corr = None
-    if ok.sum() >= 8 and open_pred[ok].std() > 0 and open_gt[ok].std() > 0:
-        corr = float(np.corrcoef(open_pred[ok], open_gt[ok])[0, 1])
+    corr = float(lagged_correlations(mouth_opening(lms_pred), mouth_opening(lms_gt), max_lag=0)[0])
     return {"psnr": _mean(scores["psnr"]), "ssim": _mean(scores["ssim"]), "lpips": _mean(scores["lpips"]),
             "lmd": _mean(scores["lmd"]), "lmd_frames": len(scores["lmd"]),
-            "lmd_skipped": len(preds) - len(scores["lmd"]), "mouth_corr": corr}
+            "lmd_skipped": len(preds) - len(scores["lmd"]),
+            "mouth_corr": corr if np.isfinite(corr) else None}
 
 
 def _gt_frames(data: Path, index: list[dict], shape: tuple[int, int]) -> list[np.ndarray]:

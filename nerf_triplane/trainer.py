@@ -199,7 +199,8 @@ class Trainer:
 
         self.optimizer = self.lr_scheduler = self.ema = self.scaler = None
         if train:
-            self.optimizer = torch.optim.AdamW(model.get_params(opt.lr, opt.lr_net, lr_aud=opt.lr_aud), betas=(0.0, 0.99), eps=1e-8)
+            self.optimizer = torch.optim.AdamW(model.get_params(opt.lr, opt.lr_net, lr_aud=opt.lr_aud),
+                                               betas=(0.0, 0.99), eps=1e-8)
             gamma = 0.05 if opt.finetune_lips else 0.5
             iters, warmup = max(int(opt.iters), 1), int(opt.warmup_step)
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(

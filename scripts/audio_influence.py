@@ -56,11 +56,11 @@ def audio_influence(opt, n_frames: int = 30, shift: int | None = None, device: s
         inds = rays["inds"][0]
         gt = image.reshape(-1, 3)[inds]
         bg = bg_torso.reshape(-1, 3)[inds][None]
+        frame = {"eye": None if ds.eye_area is None else ds.eye_area[k:k + 1], "index": [int(k)]}
         renders = []
         for a in (int(k), int((k + shift) % n)):
             out = model.render(rays["rays_o"], rays["rays_d"], ds.get_audio_window(a), None, ds.poses[k:k + 1],
-                               eye=None if ds.eye_area is None else ds.eye_area[k:k + 1], index=[int(k)],
-                               dt_gamma=opt.dt_gamma, bg_color=bg, perturb=False, max_steps=opt.max_steps)
+                               bg_color=bg, **trainer._render_args(frame, perturb=False))
             renders.append(out["image"][0])
         own.append(((renders[0] - gt) ** 2).mean().item())
         other.append(((renders[1] - gt) ** 2).mean().item())
