@@ -10,12 +10,15 @@ Inputs, for render ``<name>`` in ``W/results``:
 - GT: ``<data>/gt_imgs/<img_id>.jpg`` when the render has GT (no new audio).
 
 Outputs: ``W/results/metrics.json`` (merged: the trainer's keys stay, ``sync``, ``sync_gt``,
-``baseline``, ``evaluation`` are added; a render other than the one the trainer scored goes
+``baseline``, ``evaluation``, ``articulation`` (new audio: the mouth's spread against the
+training video's) are added; a render other than the one the trainer scored goes
 under ``renders.<name>``), ``W/results/report.md`` and ``W/results/<name>_strip.png``.
 
 PSNR per frame is capped at 100 dB so identical frames give a finite number (JSON has no inf).
 The sync score is that of :mod:`nerf_triplane.sync`, for the prediction and for the GT frames
-against the same driving audio; for new audio (no GT) only the prediction's.
+against the same driving audio; for new audio (no GT) only the prediction's. ``corr_pred`` of
+each correlates the opening with the one a per-subject regressor predicts from the audio
+(:class:`nerf_triplane.sync.OpeningRegressor`, fitted on the training frames).
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ import cv2
 import numpy as np
 
 from .metrics import MOUTH, load_lpips, lpips_distance, mouth_lmd, psnr, ssim
-from .sync import audio_envelope, lagged_correlations, mouth_opening, sync_score
+from .sync import (MIN_OVERLAP, OpeningRegressor, audio_envelope, lagged_correlations, mouth_opening,
+                   sync_score)
 
 PSNR_CAP = 100.0
 STRIP_FRAMES = 6
@@ -142,6 +146,52 @@ def driving_audio(render: dict) -> tuple[np.ndarray | None, str]:
 
 # ---------------------------------------------------------------------------- scoring
 
+def _mel_windows(audio: np.ndarray) -> np.ndarray:
+    from data_utils.audio_features import extract_features
+
+    return extract_features(audio, engine="mel", fps=25)  # [n_frames, 16, 32]
+
+
+def _rows(feats: np.ndarray, ids) -> np.ndarray:
+    return feats[np.clip(np.asarray(ids, dtype=np.int64), 0, len(feats) - 1)]
+
+
+def training_openings(data: Path) -> tuple[list[dict], np.ndarray]:
+    """Training frames of a data folder and their mouth opening from ``ori_imgs/<img_id>.lms``  # [N]."""
+    from .provider import read_lms
+
+    frames = _split_frames(data, "train")
+    lms = np.stack([read_lms(data / "ori_imgs" / f"{int(f['img_id'])}.lms") for f in frames])
+    return frames, mouth_opening(lms)
+
+
+def predicted_sync(data: Path, audio: np.ndarray, aud_ids, opening: np.ndarray,
+                   opening_gt: np.ndarray | None) -> dict:
+    """Correlation of rendered (and GT) mouth openings with the opening that a regressor
+    fitted on the subject's training frames predicts from the driving audio.
+
+    Args:
+        data: training folder (``aud.wav``, ``transforms_train.json``, ``ori_imgs/*.lms``).
+        audio: driving audio, 16 kHz mono  # [n_samples]
+        aud_ids: the audio frame of each rendered frame  # [N]
+        opening, opening_gt: mouth opening of the render and of the GT frames  # [N]
+    Returns:
+        ``corr_pred`` (render vs prediction), ``corr_pred_gt`` (GT vs prediction, None without GT).
+    """
+    from data_utils.audio import load_audio
+
+    frames, train_open = training_openings(data)
+    train_feats = _mel_windows(load_audio(data / "aud.wav"))
+    regressor = OpeningRegressor(_rows(train_feats, [int(f["aud_id"]) for f in frames]), train_open)
+    predicted = regressor.predict(_rows(_mel_windows(audio), aud_ids))
+
+    def corr(x):
+        c = float(lagged_correlations(x, predicted, max_lag=0)[0])
+        return c if np.isfinite(c) else None
+
+    return {"corr_pred": corr(opening), "corr_pred_gt": None if opening_gt is None else corr(opening_gt)}
+
+
 def _detect_all(detector, frames: list[np.ndarray]) -> np.ndarray:
     """Landmarks of each frame, NaN where no face was found  # [N, 68, 2]."""
     out = np.full((len(frames), 68, 2), np.nan)
@@ -176,11 +226,35 @@ def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], lms_pred: np.n
             scores["lpips"].append(lpips_distance(lpips_net, pf, gf))
         if np.isfinite(lms_pred[i]).all() and np.isfinite(lms_gt[i]).all():
             scores["lmd"].append(mouth_lmd(lms_pred[i], lms_gt[i]))
-    corr = float(lagged_correlations(mouth_opening(lms_pred), mouth_opening(lms_gt), max_lag=0)[0])
+    open_pred, open_gt = mouth_opening(lms_pred), mouth_opening(lms_gt)
+    corr = float(lagged_correlations(open_pred, open_gt, max_lag=0)[0])
     return {"psnr": _mean(scores["psnr"]), "ssim": _mean(scores["ssim"]), "lpips": _mean(scores["lpips"]),
             "lmd": _mean(scores["lmd"]), "lmd_frames": len(scores["lmd"]),
             "lmd_skipped": len(preds) - len(scores["lmd"]),
-            "mouth_corr": corr if np.isfinite(corr) else None}
+            "mouth_corr": corr if np.isfinite(corr) else None, **articulation(open_pred, open_gt)}
+
+
+def articulation(opening: np.ndarray, reference: np.ndarray) -> dict:
+    """How widely a mouth opens and closes, against a reference sequence.
+
+    A mouth that follows the audio but never opens far correlates and still mumbles; these
+    figures catch it.
+
+    Args:
+        opening: mouth opening per frame (``sync.mouth_opening``), NaN = unknown  # [N]
+        reference: the same for the GT frames, or the training video for a new-audio render  # [M]
+    Returns:
+        ``opening_std_ratio`` (std of ``opening`` / std of ``reference``), ``opening_p90`` and
+        ``opening_p90_gt`` (90th percentiles, interocular units); None where fewer than 8
+        frames are known or the reference is constant.
+    """
+    a, b = (np.asarray(x, dtype=np.float64) for x in (opening, reference))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if min(a.size, b.size) < MIN_OVERLAP:
+        return {"opening_std_ratio": None, "opening_p90": None, "opening_p90_gt": None}
+    ratio = float(a.std() / b.std()) if b.std() > 0 else None
+    return {"opening_std_ratio": ratio, "opening_p90": float(np.percentile(a, 90)),
+            "opening_p90_gt": float(np.percentile(b, 90))}
 
 
 def _gt_frames(data: Path, index: list[dict], shape: tuple[int, int]) -> list[np.ndarray]:
@@ -258,16 +332,22 @@ def report_markdown(name: str, result: dict) -> str:
                   f"| SSIM | {_fmt(m.get('ssim'), '.4f')} | {_fmt(base.get('ssim'), '.4f')} |",
                   f"| LPIPS (alex) | {_fmt(m.get('lpips'), '.4f')} | n/a |",
                   f"| LMD (px) | {_fmt(m.get('lmd'))} | {_fmt(base.get('lmd'))} |",
-                  f"| lip opening vs GT (corr) | {_fmt(m.get('mouth_corr'))} | n/a |", ""]
+                  f"| lip opening vs GT (corr) | {_fmt(m.get('mouth_corr'))} | n/a |",
+                  f"| lip opening spread / GT's (std ratio) | {_fmt(m.get('opening_std_ratio'))} | n/a |", ""]
         if base:
             lines += [f"Floor: nearest training frame's head pasted into the GT frame ({base['n_frames']} "
                       f"frames; whole-frame copy {_fmt(base.get('full_frame_psnr'), '.2f')} dB).", ""]
+    spread = result.get("articulation") or {}
+    if spread:
+        lines += [f"Lip opening spread / the training video's (std ratio): {_fmt(spread.get('opening_std_ratio'))}; "
+                  f"90th percentile {_fmt(spread.get('opening_p90'))} vs {_fmt(spread.get('opening_p90_gt'))}.", ""]
     lines += ["| lip sync | model | GT video |", "|---|---|---|"]
     for key, label in (("corr_at_0", "correlation at lag 0"), ("best_lag", "best lag (frames)"),
-                       ("best_corr", "best correlation")):
+                       ("best_corr", "best correlation"), ("corr_pred", "vs opening predicted from audio")):
         lines.append(f"| {label} | {_fmt(sync.get(key))} | {_fmt(sync_gt.get(key)) if sync_gt else 'n/a'} |")
     lines += ["", "Sync: correlation of the inner-lip opening with the audio energy; a positive lag means "
-              "the mouth moves after the sound.", "",
+              "the mouth moves after the sound. The last row correlates it with the opening that a "
+              "regressor fitted on the training frames predicts from the audio.", "",
               f"![GT | prediction, lips zoomed]({name}_strip.png)", ""]
     return "\n".join(lines)
 
@@ -277,6 +357,7 @@ def _merge_metrics(path: Path, name: str, result: dict) -> dict:
     fresh file), else under ``renders.<name>``. The trainer's keys are kept."""
     current = json.loads(path.read_text()) if path.is_file() else {}
     additions = {"sync": result["sync"], "sync_gt": result["sync_gt"], "baseline": result["baseline"],
+                 "articulation": result.get("articulation"),
                  "evaluation": {k: result[k] for k in ("name", "frames", "source", "split", "data", "audio")}}
     if result["metrics"]:
         additions["evaluation"]["metrics"] = result["metrics"]
@@ -335,15 +416,28 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
 
     audio, audio_from = driving_audio(render)
     sync = None
+    open_pred = mouth_opening(lms_pred)
+    open_gt = None if lms_gt is None else mouth_opening(lms_gt)
+    aud_ids = [int(f["aud_id"]) for f in render["index"]]
     if audio is not None:
-        envelope = audio_envelope(audio, 16000, frame_ids=[int(f["aud_id"]) for f in render["index"]])
-        sync = sync_score(mouth_opening(lms_pred), envelope)
-        if lms_gt is not None:
-            sync_gt = sync_score(mouth_opening(lms_gt), envelope)
+        envelope = audio_envelope(audio, 16000, frame_ids=aud_ids)
+        sync = sync_score(open_pred, envelope)
+        if open_gt is not None:
+            sync_gt = sync_score(open_gt, envelope)
+        if render["data"] is not None and (Path(render["data"]) / "aud.wav").is_file():
+            predicted = predicted_sync(Path(render["data"]), audio, aud_ids, open_pred, open_gt)
+            sync["corr_pred"] = predicted["corr_pred"]
+            if sync_gt is not None:
+                sync_gt["corr_pred"] = predicted["corr_pred_gt"]
+    spread = None
+    if metrics is None and render["data"] is not None:
+        # Without GT, the spread of the mouth is judged against the training video's.
+        spread = articulation(open_pred, training_openings(Path(render["data"]))[1])
 
     result = {"name": name, "frames": len(preds), "source": render["source"], "split": render["split"],
               "data": None if render["data"] is None else str(render["data"]), "audio": audio_from,
-              "metrics": metrics, "sync": sync, "sync_gt": sync_gt, "baseline": floor}
+              "metrics": metrics, "sync": sync, "sync_gt": sync_gt, "baseline": floor,
+              "articulation": spread}
     strip_path = results / f"{name}_strip.png"
     strip = frame_strip(preds, gts, lms_gt if lms_gt is not None else lms_pred)
     ok, png = cv2.imencode(".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))

@@ -12,7 +12,8 @@ Deviations from the reference, each deliberate:
 - Added: ``--device``, ``--eval_interval``, ``--save_interval``, ``--max_keep_ckpt``,
   ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``,
   ``--face_rays``/``--lips_rays`` (default 0 = the reference's uniform sampling), ``--lr_aud``
-  (default 1 = the reference's learning rates).
+  (default 1 = the reference's learning rates), ``--mouth_sup``/``--mouth_pretrain``/``--mouth_k``
+  (mouth-shape targets for the audio code, ``nerf_triplane/mouth.py``; default off).
 Flags of features that are not built raise a clear error in `main.py` (see
 ``UNBUILT``) instead of being ignored.
 """
@@ -90,6 +91,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="fraction of each training batch drawn inside the face rectangle (0 = uniform)")
     g.add_argument("--lips_rays", type=float, default=0.0,
                    help="fraction of each training batch drawn inside the lips square (0 = uniform)")
+    g.add_argument("--mouth_sup", type=float, default=0.0,
+                   help="weight of the mouth-shape target of the audio code (0 = off, the reference)")
+    g.add_argument("--mouth_pretrain", type=int, default=0,
+                   help="steps fitting the audio path to the mouth shapes before the head trains (0 = none)")
+    g.add_argument("--mouth_k", type=int, default=6, help="mouth-shape components the audio code carries")
     g.add_argument("--init_lips", action="store_true", help="unused by the reference, kept for compatibility")
     g.add_argument("--finetune_lips", action="store_true", help="lips LPIPS finetuning stage")
     g.add_argument("--smooth_lips", action="store_true", help="smooth the audio code over time at inference")
@@ -151,6 +157,10 @@ def finalize(opt: argparse.Namespace) -> argparse.Namespace:
             raise ValueError(f"--{flag} is a fraction in [0, 1], got {getattr(opt, flag)}")
     if opt.face_rays + opt.lips_rays > 1.0:
         raise ValueError(f"--face_rays + --lips_rays must not exceed 1, got {opt.face_rays + opt.lips_rays}")
+    if opt.mouth_sup < 0 or opt.mouth_pretrain < 0:
+        raise ValueError("--mouth_sup and --mouth_pretrain must be >= 0")
+    if not 1 <= opt.mouth_k <= 32:
+        raise ValueError(f"--mouth_k must be in 1..32 (the audio code has 32 channels), got {opt.mouth_k}")
     return opt
 
 

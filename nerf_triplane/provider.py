@@ -291,8 +291,9 @@ class NeRFDataset:
                              str(self.root / "au.csv"))
             self.eye_area = torch.from_numpy(area).view(-1, 1)
 
-        self.rects = [landmark_rects(read_lms(self.root / "ori_imgs" / f"{i}.lms") / downscale,
-                                     self.H, self.W) for i in self.img_ids]
+        # [N, 68, 2] pixels of this (downscaled) split
+        self.landmarks = np.stack([read_lms(self.root / "ori_imgs" / f"{i}.lms") for i in self.img_ids]) / downscale
+        self.rects = [landmark_rects(lms, self.H, self.W) for lms in self.landmarks]
 
         self.bg_img = self._color(torch.from_numpy(load_background(opt.bg_img, self.root, self.H, self.W)))
         self.bg_coords = get_bg_coords(self.H, self.W, self.device)  # [1, H*W, 2]

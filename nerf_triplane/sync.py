@@ -140,3 +140,51 @@ def sync_score(opening: np.ndarray, envelope: np.ndarray, max_lag: int = 10) -> 
         "max_lag": int(max_lag),
         "frames": int(np.isfinite(np.asarray(opening, dtype=np.float64)).sum()),
     }
+
+
+# ---------------------------------------------------------------------------- per-subject predictor
+
+CENTRE_STEPS = slice(6, 10)  # 80 ms of 50 Hz feature steps around each frame's own time
+RIDGE = 100.0
+
+
+class OpeningRegressor:
+    """Ridge regression from a frame's audio features to its mouth opening, fitted on one
+    subject's training frames.
+
+    The energy envelope is a weak proxy of the mouth (quiet consonants close it, loud vowels
+    of any shape open it): on 115-frame windows of a real video's own GT it scores anything
+    from -0.26 to 0.63. The opening this regressor predicts from the audio correlates with the
+    GT opening of held-out windows at 0.44-0.71 (french.mp4, 5 windows), so a render's lips are
+    scored against it instead (``corr_pred``), and against it the GT video's own windows set the
+    scale (``scripts/crossval.py`` reports both).
+
+    Args:
+        windows: per-frame feature windows (``aud.npy`` layout, 16 steps)  # [N, 16, A]
+        opening: mouth opening of those frames (:func:`mouth_opening`), NaN = unknown  # [N]
+        ridge: L2 penalty on the standardised inputs.
+    """
+
+    def __init__(self, windows: np.ndarray, opening: np.ndarray, ridge: float = RIDGE):
+        x = self._inputs(windows)
+        y = np.asarray(opening, dtype=np.float64)
+        ok = np.isfinite(y) & np.isfinite(x).all(axis=1)
+        if ok.sum() < MIN_OVERLAP:
+            raise ValueError(f"the opening regressor needs at least {MIN_OVERLAP} frames with landmarks, "
+                             f"got {int(ok.sum())}")
+        x, y = x[ok], y[ok]
+        self.mean, self.std = x.mean(axis=0), x.std(axis=0) + 1e-6
+        z = (x - self.mean) / self.std
+        self.bias = y.mean()
+        self.weights = np.linalg.solve(z.T @ z + ridge * np.eye(z.shape[1]), z.T @ (y - self.bias))
+
+    @staticmethod
+    def _inputs(windows: np.ndarray) -> np.ndarray:
+        windows = np.asarray(windows, dtype=np.float64)
+        if windows.ndim != 3 or windows.shape[1] < CENTRE_STEPS.stop:
+            raise ValueError(f"feature windows must be [N, 16, A], got {windows.shape}")
+        return windows[:, CENTRE_STEPS].reshape(len(windows), -1)
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Predicted opening of each window  # [M]."""
+        return (self._inputs(windows) - self.mean) / self.std @ self.weights + self.bias

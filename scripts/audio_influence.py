@@ -1,15 +1,28 @@
-"""Does a trained head use its audio? Render the lips of training frames with their own audio
-window and with another frame's, and compare both with the GT lips. Prints JSON on stdout.
+"""Does a trained head use its audio? Render the lips of frames with their own audio window and
+with another frame's, and compare both with the GT. Prints JSON on stdout.
 
-    python scripts/audio_influence.py DATA --workspace W [main.py flags of the run] [--frames 30]
+    python scripts/audio_influence.py DATA --workspace W [main.py flags of the run]
+        [--split val|train] [--frames N]
 
-A model that learnt lip motion from audio renders the GT lips better with the frame's own audio
-(``ratio`` = MSE with other audio / MSE with own audio clearly above 1) and its lips change
-with the audio (``change``: mean absolute difference of the two renders, in [0, 1] colour
-units; 1/255 = 0.0039). Costs about a second per frame on 2 CPU cores.
+``--split val`` (default) scores the held-out frames (all of ``transforms_val.json``), where
+only audio can tell the model what the mouth does; ``train`` scores training frames.
+
+Each frame's lips square is rendered twice: with the frame's own audio window and with the
+window of the frame ``shift`` positions later in the split. Figures:
+
+* ``lips_psnr_own`` / ``lips_psnr_other`` (dB, lips square vs GT) and ``psnr_gain`` = own -
+  other: how much closer to GT the lips are with their own audio (0 for a model that ignores
+  audio); ``ratio`` = MSE other / MSE own; ``change``: mean |render own - render other| in
+  [0, 1] colour units (1/255 = 0.0039);
+* ``opening_corr_own`` / ``opening_corr_other``: each render is pasted into its GT frame and
+  the inner-lip opening measured (mediapipe landmarks, ``nerf_triplane.sync.mouth_opening``);
+  correlation over the frames with the GT frames' opening. ``opening_gain`` = own - other.
+
+Costs about a second per frame on 2 CPU cores.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import sys
@@ -21,24 +34,36 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def _psnr(mse: float) -> float:
+    return float(-10 * np.log10(max(mse, 1e-10)))
+
+
 @torch.no_grad()
-def audio_influence(opt, n_frames: int = 30, shift: int | None = None, device: str = "cpu") -> dict:
-    """Lips-rect MSE of training frames rendered with their own vs a shifted frame's audio.
+def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, split: str = "val",
+                    device: str = "cpu", detector=None) -> dict:
+    """Lips of frames rendered with their own vs a shifted frame's audio, scored against GT.
 
     Args:
         opt: ``main.py`` options (data path, ``--workspace`` with checkpoints, model flags).
-        n_frames: training frames scored, evenly spread.
-        shift: the other audio is frame ``(k + shift) % N``; default N // 4.
+        n_frames: frames scored, evenly spread over the split (None = all).
+        shift: the other audio is position ``(k + shift) % N`` of the split; default N // 4.
+        split: ``val`` (held-out frames) or ``train``.
+        detector: landmark detector (``detect(rgb u8) -> [68, 2] | None``); default mediapipe.
     Returns:
-        ``frames``, ``shift``, ``mse_own``, ``mse_other`` (mean over frames), ``ratio``
-        (other / own), ``change`` (mean |render own - render other|), ``checkpoint``.
+        ``frames``, ``split``, ``shift``, ``mse_own``, ``mse_other``, ``ratio``, ``change``,
+        ``lips_psnr_own``, ``lips_psnr_other``, ``psnr_gain``, ``opening_corr_own``,
+        ``opening_corr_other``, ``opening_gain`` (None with fewer than 8 detected frames),
+        ``checkpoint``.
     """
     from nerf_triplane.network import NeRFNetwork
     from nerf_triplane.provider import NeRFDataset
     from nerf_triplane.rays import get_rays
+    from nerf_triplane.sync import lagged_correlations, mouth_opening
     from nerf_triplane.trainer import Trainer
 
-    ds = NeRFDataset(opt, device=device, type="train")
+    if split not in ("val", "train"):
+        raise ValueError(f"--split must be val or train, got {split!r}")
+    ds = NeRFDataset(opt, device=device, type="test" if split == "val" else "train")
     model = NeRFNetwork(opt, audio_dim=ds.audio_dim).to(device)
     trainer = Trainer(opt, model, opt.workspace, device, train=False)
     ckpt = trainer.load_checkpoint(opt.ckpt)
@@ -46,11 +71,18 @@ def audio_influence(opt, n_frames: int = 30, shift: int | None = None, device: s
         raise FileNotFoundError(f"no checkpoint in {Path(opt.workspace) / 'checkpoints'}: train the head first")
     trainer._set_train_data(ds)
     model.eval()
+    if detector is None:
+        from data_utils.landmarks import LandmarkDetector
+
+        detector = LandmarkDetector("mediapipe")
     n = ds.num_frames
     shift = n // 4 if shift is None else int(shift)
-    frames = np.linspace(0, n - 1, min(n_frames, n)).round().astype(int)
+    count = n if n_frames is None else min(int(n_frames), n)
+    frames = np.linspace(0, n - 1, count).round().astype(int)
     own, other, change = [], [], []
+    openings = {"gt": [], "own": [], "other": []}
     for k in frames:
+        xmin, xmax, ymin, ymax = ds.rects[k]["lips"]
         rays = get_rays(ds.poses[k:k + 1], ds.intrinsics, ds.H, ds.W, rect=ds.rects[k]["lips"])
         image, bg_torso = ds.frame_images(int(k))
         inds = rays["inds"][0]
@@ -61,37 +93,57 @@ def audio_influence(opt, n_frames: int = 30, shift: int | None = None, device: s
         for a in (int(k), int((k + shift) % n)):
             out = model.render(rays["rays_o"], rays["rays_d"], ds.get_audio_window(a), None, ds.poses[k:k + 1],
                                bg_color=bg, **trainer._render_args(frame, perturb=False))
-            renders.append(out["image"][0])
+            renders.append(out["image"][0].clamp(0, 1))
         own.append(((renders[0] - gt) ** 2).mean().item())
         other.append(((renders[1] - gt) ** 2).mean().item())
         change.append((renders[0] - renders[1]).abs().mean().item())
+        gt_u8 = (image.clamp(0, 1) * 255).round().byte().cpu().numpy()
+        for key, render in (("gt", None), ("own", renders[0]), ("other", renders[1])):
+            pasted = gt_u8.copy()
+            if render is not None:
+                lips = (render.reshape(xmax - xmin, ymax - ymin, 3) * 255).round().byte().cpu().numpy()
+                pasted[xmin:xmax, ymin:ymax] = lips
+            lms = detector.detect(pasted)
+            openings[key].append(np.full((68, 2), np.nan) if lms is None else lms)
+    opening = {key: mouth_opening(np.stack(v)) for key, v in openings.items()}
+
+    def corr(key: str) -> float | None:
+        c = float(lagged_correlations(opening[key], opening["gt"], max_lag=0)[0])
+        return c if np.isfinite(c) else None
+
     mse_own, mse_other = float(np.mean(own)), float(np.mean(other))
-    return {"frames": len(frames), "shift": shift, "mse_own": mse_own, "mse_other": mse_other,
+    c_own, c_other = corr("own"), corr("other")
+    return {"frames": len(frames), "split": split, "shift": shift, "mse_own": mse_own, "mse_other": mse_other,
             "ratio": mse_other / mse_own if mse_own > 0 else None, "change": float(np.mean(change)),
+            "lips_psnr_own": _psnr(mse_own), "lips_psnr_other": _psnr(mse_other),
+            "psnr_gain": _psnr(mse_own) - _psnr(mse_other),
+            "opening_corr_own": c_own, "opening_corr_other": c_other,
+            "opening_gain": None if c_own is None or c_other is None else c_own - c_other,
             "checkpoint": str(ckpt)}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    n_frames = 30
-    if "--frames" in argv:
-        i = argv.index("--frames")
-        try:
-            n_frames = int(argv[i + 1])
-        except (IndexError, ValueError):
-            print("error: --frames takes a positive integer", file=sys.stderr)
-            return 2
-        del argv[i:i + 2]
+    own = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    own.add_argument("--frames", type=int, default=None)
+    own.add_argument("--split", choices=("val", "train"), default="val")
+    try:
+        args, rest = own.parse_known_args(argv)
+        if args.frames is not None and args.frames < 1:
+            raise argparse.ArgumentError(None, "")
+    except argparse.ArgumentError:
+        print("error: --frames takes a positive integer and --split val or train", file=sys.stderr)
+        return 2
     from nerf_triplane.options import parse_args
     from nerf_triplane.presets import apply_preset
 
     try:
-        opt = parse_args(argv)
+        opt = parse_args(rest)
         if opt.preset:
-            apply_preset(opt, argv)
+            apply_preset(opt, rest)
         # Progress lines of the loaders go to stderr: stdout carries the JSON only.
         with contextlib.redirect_stdout(sys.stderr):
-            result = audio_influence(opt, n_frames)
+            result = audio_influence(opt, args.frames, split=args.split)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

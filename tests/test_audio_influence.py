@@ -14,12 +14,24 @@ def test_audio_influence_cli(subject, trained_head, capsys):
     import audio_influence
 
     with single_thread():
-        assert audio_influence.main(tiny_args(subject, trained_head, "--frames", "4")) == 0
+        assert audio_influence.main(tiny_args(subject, trained_head, "--frames", "4", "--split", "train")) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["frames"] == 4 and result["shift"] == 30 // 4
+    assert result["frames"] == 4 and result["shift"] == 30 // 4 and result["split"] == "train"
     assert result["mse_own"] > 0 and result["mse_other"] > 0 and result["change"] > 0
     assert result["ratio"] == pytest.approx(result["mse_other"] / result["mse_own"])
+    assert result["psnr_gain"] == pytest.approx(result["lips_psnr_own"] - result["lips_psnr_other"])
     assert Path(result["checkpoint"]).is_file()
+
+
+def test_audio_influence_held_out_by_default(subject, trained_head):
+    import audio_influence
+    from nerf_triplane.options import parse_args
+
+    with single_thread():
+        result = audio_influence.audio_influence(parse_args(tiny_args(subject, trained_head)))
+    assert result["split"] == "val" and result["frames"] == 3  # every held-out frame
+    # Too few frames for a correlation of the mouth opening: reported as unknown.
+    assert result["opening_corr_own"] is None and result["opening_gain"] is None
 
 
 def test_audio_influence_same_audio_changes_nothing(subject, trained_head):
@@ -27,8 +39,31 @@ def test_audio_influence_same_audio_changes_nothing(subject, trained_head):
     from nerf_triplane.options import parse_args
 
     with single_thread():
-        result = audio_influence.audio_influence(parse_args(tiny_args(subject, trained_head)), 3, shift=0)
-    assert result["change"] == 0 and result["ratio"] == 1
+        result = audio_influence.audio_influence(parse_args(tiny_args(subject, trained_head)), 3, shift=0,
+                                                 split="train")
+    assert result["change"] == 0 and result["ratio"] == 1 and result["psnr_gain"] == 0
+
+
+def test_audio_influence_is_zero_without_an_audio_path(subject, trained_head, tmp_path):
+    """The same head with AudioNet's output layer zeroed sees every audio window as silence:
+    own and other audio render alike, where the trained head's renders differ."""
+    import torch
+
+    import audio_influence
+    from nerf_triplane.options import parse_args
+
+    latest = max((trained_head / "checkpoints").glob("ngp_ep*.pth"), key=lambda p: p.stat().st_mtime)
+    state = torch.load(latest, map_location="cpu", weights_only=False)["model"]
+    for key in ("audio_net.encoder_fc1.2.weight", "audio_net.encoder_fc1.2.bias"):
+        state[key] = torch.zeros_like(state[key])
+    torch.save(state, tmp_path / "no_audio.pth")
+    with single_thread():
+        args = tiny_args(subject, trained_head)
+        trained = audio_influence.audio_influence(parse_args(args), 3, split="train")
+        muted = audio_influence.audio_influence(parse_args([*args, "--ckpt", str(tmp_path / "no_audio.pth")]), 3,
+                                                split="train")
+    assert trained["change"] > 1e-4
+    assert muted["change"] == 0 and muted["psnr_gain"] == 0
 
 
 def test_audio_influence_errors(subject, tmp_path, capsys):
@@ -38,3 +73,5 @@ def test_audio_influence_errors(subject, tmp_path, capsys):
     assert "no checkpoint" in error_line(capsys)
     assert audio_influence.main(tiny_args(subject, tmp_path, "--frames", "x")) == 2
     assert "--frames" in error_line(capsys)
+    assert audio_influence.main(tiny_args(subject, tmp_path, "--split", "test")) == 2
+    assert "--split" in error_line(capsys)

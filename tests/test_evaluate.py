@@ -146,6 +146,9 @@ def test_evaluate_identical_frames(subject, tmp_path):
     assert m["mouth_corr"] == pytest.approx(1.0)
     assert result["sync"] == result["sync_gt"]
     assert result["sync"]["best_lag"] == 0 and result["sync"]["best_corr"] > 0.5
+    # The synthetic mouth follows its audio, so the opening predicted from the audio matches it.
+    assert result["sync"]["corr_pred"] > 0.5
+    assert m["opening_std_ratio"] == pytest.approx(1.0) and m["opening_p90"] == m["opening_p90_gt"]
     assert result["baseline"] is None  # the floor is for held-out frames only
 
     merged = json.loads((ws / "results" / "metrics.json").read_text())
@@ -223,3 +226,38 @@ def test_presets_errors_and_cli(capsys):
     out = capsys.readouterr().out.split()
     assert "--torso" in out and out[out.index("--iters") + 1] == str(presets.PRESETS["tiny"]["iters"]["torso"])
     assert presets.main(["nope"]) == 2
+
+
+def test_opening_regressor_predicts_held_out_frames():
+    from nerf_triplane.sync import OpeningRegressor
+
+    rng = np.random.default_rng(0)
+    windows = rng.standard_normal((300, 16, 8))
+    opening = 0.05 + 0.02 * windows[:, 7, 2] - 0.01 * windows[:, 8, 5] + 0.002 * rng.standard_normal(300)
+    opening[:5] = np.nan  # frames without landmarks are left out of the fit
+    reg = OpeningRegressor(windows[:200], opening[:200])
+    pred = reg.predict(windows[200:])
+    assert pred.shape == (100,)
+    assert np.corrcoef(pred, opening[200:])[0, 1] > 0.95
+    # Steps outside the 80 ms around the frame do not enter the prediction.
+    far = windows[200:].copy()
+    far[:, :6] = 0
+    np.testing.assert_allclose(reg.predict(far), pred)
+    with pytest.raises(ValueError, match="at least 8 frames"):
+        OpeningRegressor(windows[:7], opening[5:12])
+    with pytest.raises(ValueError, match=r"\[N, 16, A\]"):
+        OpeningRegressor(windows[:, :4], opening)
+
+
+def test_articulation_spread():
+    from nerf_triplane.evaluation import articulation
+
+    ref = np.linspace(0, 0.1, 50)
+    half = ref / 2
+    out = articulation(half, ref)
+    assert out["opening_std_ratio"] == pytest.approx(0.5)
+    assert out["opening_p90"] == pytest.approx(out["opening_p90_gt"] / 2)
+    with_gaps = np.where(np.arange(50) % 2 == 0, np.nan, half)
+    assert articulation(with_gaps, ref)["opening_std_ratio"] == pytest.approx(0.5, rel=0.05)
+    assert articulation(half[:7], ref)["opening_std_ratio"] is None
+    assert articulation(half, np.zeros(50))["opening_std_ratio"] is None

@@ -1,0 +1,96 @@
+"""Mouth-shape targets of the audio code (nerf_triplane/mouth.py) and their training option."""
+import numpy as np
+import pytest
+import torch
+
+from nerf_triplane.mouth import MouthBasis, MouthSupervision, aligned_mouth
+from nerf_triplane.sync import mouth_opening
+from tests.conftest import single_thread, tiny_args
+
+
+def face(opening: float, width: float = 1.0) -> np.ndarray:
+    """68 landmarks of a frontal face with eyes 100 px apart and the given mouth  # [68, 2]."""
+    lms = np.zeros((68, 2))
+    lms[36:42] = [200, 200]
+    lms[42:48] = [300, 200]
+    ang = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    lms[48:60] = np.stack([250 + 30 * width * np.cos(ang), 300 + (10 + 20 * opening) * np.sin(ang)], -1)
+    ang = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    lms[60:68] = np.stack([250 + 20 * width * np.cos(ang), 300 + 20 * opening * np.sin(ang)], -1)
+    return lms
+
+
+def transform(lms: np.ndarray, angle: float, scale: float, shift) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return lms @ (scale * np.array([[c, s], [-s, c]])) + np.asarray(shift)
+
+
+def test_aligned_mouth_ignores_roll_scale_and_position():
+    lms = face(0.7)
+    moved = transform(lms, 0.3, 1.7, [40, -25])
+    np.testing.assert_allclose(aligned_mouth(moved[None]), aligned_mouth(lms[None]), atol=1e-9)
+    assert np.isnan(aligned_mouth(np.full((1, 68, 2), np.nan))).all()
+    with pytest.raises(ValueError, match="68, 2"):
+        aligned_mouth(np.zeros((3, 20, 2)))
+
+
+def test_first_component_is_the_opening():
+    rng = np.random.default_rng(0)
+    openings = rng.uniform(0, 1, 200)
+    lms = np.stack([transform(face(o, 1 + 0.05 * rng.standard_normal()), 0.1 * rng.standard_normal(),
+                              1 + 0.1 * rng.standard_normal(), rng.normal(0, 20, 2)) for o in openings])
+    basis = MouthBasis(lms, 3)
+    coef = basis.project(lms)  # [200, 3]
+    assert abs(np.corrcoef(coef[:, 0], mouth_opening(lms))[0, 1]) > 0.99
+    assert coef[:, 0].std() == pytest.approx(1.0, rel=1e-6)  # in first-component spreads
+    assert basis.explained > 0.99
+    with pytest.raises(ValueError, match="more than 3 frames"):
+        MouthBasis(lms[:3], 3)
+
+
+def test_supervision_fits_codes_that_carry_the_mouth():
+    """A toy audio path whose input is the mouth opening plus noise learns to put the
+    opening into the code's first channel; the loss falls and the code correlates."""
+    from nerf_triplane.audio_nets import AudioNet
+
+    rng = np.random.default_rng(1)
+    openings = rng.uniform(0, 1, 64)
+    lms = np.stack([face(o) for o in openings])
+    audio = torch.from_numpy(openings).float()[:, None, None].expand(64, 4, 16).contiguous()
+    audio = audio + 0.01 * torch.randn(audio.shape)
+
+    class Toy(torch.nn.Module):
+        att, emb = 0, False
+
+        def __init__(self):
+            super().__init__()
+            self.audio_net = AudioNet(4, 32)
+
+        def encode_audio(self, a):
+            return self.audio_net(a)
+
+    model = Toy()
+    sup = MouthSupervision(lms, lambda k: audio[k:k + 1], k=2)
+    with single_thread():
+        before = sup.loss(model, 0, positions=list(range(64))).item()
+        sup.pretrain(model, steps=300, batch=16, lr=3e-3)
+        after = sup.loss(model, 0, positions=list(range(64))).item()
+        with torch.no_grad():
+            code = sup.codes(model, list(range(64)))[:, 0].numpy()
+    assert after < 0.2 * before
+    assert abs(np.corrcoef(code, openings)[0, 1]) > 0.9
+
+
+def test_mouth_options_train_the_head(subject, tmp_path):
+    """--mouth_pretrain / --mouth_sup run inside a normal head training; without them the
+    audio path is untouched by the mouth targets (default = the reference)."""
+    import main as cli
+    from nerf_triplane.options import parse_args
+
+    with pytest.raises(ValueError, match="mouth_k"):
+        parse_args(tiny_args(subject, tmp_path, "--mouth_k", "40"))
+    with single_thread():
+        assert cli.main(tiny_args(subject, tmp_path / "ws", "--iters", 30, "--mouth_sup", 1,
+                                  "--mouth_pretrain", 20)) == 0
+    log = next((tmp_path / "ws").glob("log_*.txt")).read_text()
+    assert "audio path fitted to 6 mouth components" in log
