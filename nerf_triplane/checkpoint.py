@@ -55,12 +55,19 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore generators saved by :func:`rng_state` (CUDA only if both sides have it)."""
+    """Restore generators saved by :func:`rng_state` (CPU ByteTensors).
+
+    CUDA generators are restored for the devices both sides have: device i gets saved state
+    i, devices beyond the saved list keep theirs, saved states beyond the visible devices
+    (a checkpoint from a machine with more GPUs) and all of them on a CPU-only machine are
+    dropped.
+    """
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 class CheckpointDir:

@@ -145,7 +145,8 @@ class NeRFNetwork(NeRFRenderer):
             h = torch.cat([enc_x, enc_w], dim=-1)
         h = self.sigma_net(h)
         return {
-            "sigma": torch.exp(h[:, 0]),
+            # float32 as CUDA autocast computes exp; CPU autocast would keep float16 (inf above 11.09).
+            "sigma": torch.exp(h[:, 0].float()),
             "geo_feat": h[:, 1:],
             "ambient_aud": aud_ch_att.norm(dim=-1, keepdim=True),
             "ambient_eye": eye_att,

@@ -31,12 +31,16 @@ def near_far_from_aabb(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb: torch.T
     """Slab test of rays against a box.
 
     Args:
-        rays_o, rays_d: [N, 3].
+        rays_o, rays_d: [N, 3], any float dtype.
         aabb: (xmin, ymin, zmin, xmax, ymax, zmax) [6].
         min_near: smallest allowed near distance.
     Returns:
-        nears, fars [N]; a ray that misses the box gets ``far == near`` (no samples).
+        nears, fars [N], float32 (float64 for float64 rays); a ray that misses the box gets
+        ``far == near`` (no samples).
     """
+    # At least float32: in half precision the 1e-15 guard is 0 and 1/d overflows below 2e-5.
+    dtype = torch.promote_types(torch.promote_types(rays_o.dtype, rays_d.dtype), torch.float32)
+    rays_o, rays_d = rays_o.to(dtype), rays_d.to(dtype)
     inv_d = 1.0 / torch.where(rays_d.abs() < 1e-15, torch.full_like(rays_d, 1e-15), rays_d)
     t0 = (aabb[:3] - rays_o) * inv_d
     t1 = (aabb[3:] - rays_o) * inv_d
@@ -150,8 +154,10 @@ class NeRFRenderer(nn.Module):
         if not self.train_camera or not (self.training or self.opt.test_train):
             return rays_o, rays_d
         idx = int(torch.as_tensor(index).reshape(-1)[0])
-        rot = euler_xyz_to_matrix(self.camera_dR[idx] / 180 * math.pi + 1e-8)
-        return rays_o + self.camera_dT[idx], rays_d @ rot
+        # Ray geometry stays float32: autocast would round the directions to fp16 (~5e-4 rad).
+        with torch.autocast(rays_d.device.type, enabled=False):
+            rot = euler_xyz_to_matrix(self.camera_dR[idx] / 180 * math.pi + 1e-8)
+            return rays_o + self.camera_dT[idx], rays_d @ rot
 
     def _encode_audio_smoothed(self, auds: torch.Tensor | None) -> torch.Tensor | None:
         """``encode_audio``, blended with the previous frame's code at inference with --smooth_lips."""

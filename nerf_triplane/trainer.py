@@ -13,7 +13,11 @@ Deviations, each deliberate:
 - Evaluation also runs after the last epoch, so every training run leaves ``ngp.pth``;
   while the EMA has had no update yet it evaluates the raw weights.
 - LPIPS losses use ``normalize=True`` (inputs in [0, 1] mapped to [-1, 1]).
-- ``--fp16`` autocast and grad scaling only on CUDA (one notice on the CPU).
+- ``--fp16`` autocast and grad scaling on CUDA; on the CPU only with ``ERNERF_CPU_FP16=1``
+  (float16 CPU autocast is slow: it exists so that the fp16 code path, i.e. the dtypes
+  reaching the kernels and the grad scaler, can be tested without a GPU), else one notice.
+- Checkpoints load onto the CPU and are copied into the model/optimiser wherever they live,
+  so runs resume across devices (CPU <-> GPU, more GPUs -> fewer, fp32 <-> fp16).
 - ``--warmup_step > 0`` adds a linear learning-rate warm-up (0 = reference behaviour).
 - The lips/patch alternation of ``--finetune_lips`` is saved in checkpoints, so a resumed
   finetune run continues with the batch kind it would have drawn next.
@@ -44,6 +48,7 @@ from .video import VideoWriter
 EMA_DECAY = 0.95
 REG_INTERVAL = 16  # steps between smoothness-regulariser evaluations
 EVAL_EVERY_STEPS = 5000  # default evaluation period when --eval_interval is 0
+CPU_FP16_ENV = "ERNERF_CPU_FP16"  # "1": --fp16 also autocasts (float16) and scales gradients on the CPU
 
 
 class EMA:
@@ -119,7 +124,9 @@ def _as_images(rays: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def _binary_entropy(a: torch.Tensor) -> torch.Tensor:
-    a = a.clamp(1e-5, 1 - 1e-5)
+    """Entropy in bits of opacities ``a`` [...] in [0, 1], computed in float32 (float16 would
+    round 1 - 1e-5 to 1)."""
+    a = a.float().clamp(1e-5, 1 - 1e-5)
     return -a * torch.log2(a) - (1 - a) * torch.log2(1 - a)
 
 
@@ -183,9 +190,11 @@ class Trainer:
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.ckpts = CheckpointDir(self.workspace / "checkpoints", self.name, opt.max_keep_ckpt)
         self.log_path = self.workspace / f"log_{self.name}.txt"
-        self.fp16 = bool(opt.fp16) and self.device.type == "cuda"
+        cpu_fp16 = self.device.type == "cpu" and os.environ.get(CPU_FP16_ENV, "0") == "1"
+        self.fp16 = bool(opt.fp16) and (self.device.type == "cuda" or cpu_fp16)
         if opt.fp16 and not self.fp16:
-            self.log("[INFO] --fp16 needs CUDA; running in fp32 on the CPU")
+            self.log(f"[INFO] --fp16 needs CUDA (or {CPU_FP16_ENV}=1 to test the fp16 path on the CPU); "
+                     f"running in fp32 on {self.device.type}")
 
         self.epoch = 0  # completed epochs
         self.epoch_step = 0  # steps already done inside epoch self.epoch + 1
@@ -230,7 +239,8 @@ class Trainer:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
     def _autocast(self):
-        return torch.autocast(self.device.type, enabled=True) if self.fp16 else nullcontext()
+        # float16 on both devices: CPU autocast would default to bfloat16.
+        return torch.autocast(self.device.type, dtype=torch.float16) if self.fp16 else nullcontext()
 
     # ---- steps -------------------------------------------------------------------------
 
@@ -658,7 +668,9 @@ class Trainer:
             if spec != "scratch":
                 self.log(f"[INFO] no checkpoint in {self.ckpts.root}; starting from scratch")
             return None
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        # Onto the CPU: RNG states must stay CPU ByteTensors, and load_state_dict copies the
+        # rest to wherever the model and optimiser live (so runs resume across devices).
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
         if "model" not in ckpt:
             ckpt = {"model": ckpt}
         self._check_compatible(ckpt, path)
@@ -680,13 +692,21 @@ class Trainer:
             if self.optimizer is not None and "optimizer" in ckpt:
                 self.optimizer.load_state_dict(ckpt["optimizer"])
                 self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
-                self.scaler.load_state_dict(ckpt["scaler"])
+                self._load_scaler(ckpt["scaler"], path)
             if self.optimizer is not None and "rng" in ckpt:
                 set_rng_state(ckpt["rng"])
             if self.flip_finetune_lips and "lips_phase" in ckpt:
                 self.opt.finetune_lips = bool(ckpt["lips_phase"])
         self.log(f"[INFO] loaded {path} (epoch {self.epoch}, step {self.global_step})")
         return path
+
+    def _load_scaler(self, state: dict, path: Path) -> None:
+        """Restore the fp16 loss scale; a run without fp16 saved none (``{}``), so an fp16 run
+        resuming it keeps its fresh scale (an fp32 run ignores a saved one)."""
+        if not state and self.scaler.is_enabled():
+            self.log(f"[INFO] {path.name} was saved without fp16 grad scaling: starting from a fresh loss scale")
+            return
+        self.scaler.load_state_dict(state)
 
     def _check_compatible(self, ckpt: dict, path: Path) -> None:
         check_compatible(self.model, ckpt, path)

@@ -43,6 +43,11 @@ Inference (march a few samples per alive ray, composite in place, repeat)::
         step += n_step
 
 ``raymarching.render.render_train`` / ``render_inference`` wrap these two loops.
+
+Dtypes: an input documented as float32 also takes float16/bfloat16 (what a network under
+autocast gives), widened to float32 before the kernel (losslessly), like
+``torch.amp.custom_fwd(cast_inputs=torch.float32)`` but on every device; gradients flow
+back in the input's dtype. Outputs updated in place must be float32.
 """
 from __future__ import annotations
 
@@ -54,6 +59,8 @@ from . import _torch_impl
 from .backend import BACKENDS
 
 FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Accepted where the kernels read float32 (as an autocast network gives them), widened losslessly.
+FLOAT32_INPUTS = (torch.float16, torch.bfloat16, torch.float32)
 
 
 class CompositeResult(NamedTuple):
@@ -96,9 +103,14 @@ def _check_inplace(t, name: str, shape: tuple, dtypes: tuple, device: torch.devi
     return t
 
 
+def _check_f32(t, name: str, shape: tuple, device: torch.device | None = None) -> torch.Tensor:
+    """``_check`` for a float32 kernel input: float16/bfloat16 (autocast) come back as float32."""
+    return _check(t, name, shape, FLOAT32_INPUTS, device).float()
+
+
 def _check_rays(rays_o, rays_d) -> tuple[torch.Tensor, torch.Tensor]:
-    rays_o = _check(rays_o, "rays_o", (-1, 3), (torch.float32,))
-    rays_d = _check(rays_d, "rays_d", (rays_o.shape[0], 3), (torch.float32,), rays_o.device)
+    rays_o = _check_f32(rays_o, "rays_o", (-1, 3))
+    rays_d = _check_f32(rays_d, "rays_d", (rays_o.shape[0], 3), rays_o.device)
     return rays_o, rays_d
 
 
@@ -124,12 +136,12 @@ def _noise(perturb: bool, noise, n: int, device) -> torch.Tensor | None:
         return None
     if noise is None:
         return torch.rand(n, device=device)
-    return _check(noise, "noise", (n,), (torch.float32,), device)
+    return _check_f32(noise, "noise", (n,), device)
 
 
-def _compute_dtype(sigmas: torch.Tensor) -> torch.dtype:
-    # Half-precision network outputs are composited in float32.
-    return torch.float64 if sigmas.dtype == torch.float64 else torch.float32
+def _compute_dtype(values: torch.Tensor) -> torch.dtype:
+    # Half-precision network outputs are processed in float32.
+    return torch.float64 if values.dtype == torch.float64 else torch.float32
 
 
 # ---------------------------------------------------------------- utilities
@@ -191,7 +203,8 @@ def packbits(grid: torch.Tensor, thresh: float, bitfield: torch.Tensor | None = 
     Returns:
         uint8 [C*H^3/8]: bit i of byte n is grid.flatten()[8n + i] > thresh.
     """
-    grid = _check(grid, "grid", (-1, -1), (torch.float32, torch.float64))
+    grid = _check(grid, "grid", (-1, -1), FLOAT_TYPES)
+    grid = grid.to(_compute_dtype(grid))
     if grid.numel() % 8:
         raise ValueError(f"grid must hold a multiple of 8 cells, got {grid.numel()}")
     if bitfield is None:
@@ -208,9 +221,10 @@ def morton3D_dilation(grid: torch.Tensor) -> torch.Tensor:
         grid: float [C, H^3] with H a power of two.
 
     Returns:
-        float [C, H^3], same layout.
+        [C, H^3], same layout; float64 for float64 grids, else float32.
     """
-    grid = _check(grid, "grid", (-1, -1), (torch.float32, torch.float64))
+    grid = _check(grid, "grid", (-1, -1), FLOAT_TYPES)
+    grid = grid.to(_compute_dtype(grid))
     H = round(grid.shape[1] ** (1 / 3))
     if H ** 3 != grid.shape[1] or H < 2 or H & (H - 1):
         raise ValueError(f"grid must be [C, H^3] with H a power of two, got {list(grid.shape)}")
@@ -248,8 +262,8 @@ def march_rays_train(rays_o: torch.Tensor, rays_d: torch.Tensor, bound: float, d
     N, device = rays_o.shape[0], rays_o.device
     bitfield = _check_grid(density_bitfield, C, H, device)
     _check_march(max_steps, bound)
-    nears = _check(nears, "nears", (N,), (torch.float32,), device)
-    fars = _check(fars, "fars", (N,), (torch.float32,), device)
+    nears = _check_f32(nears, "nears", (N,), device)
+    fars = _check_f32(fars, "fars", (N,), device)
     noise = _noise(perturb, noise, N, device)
     return tuple(_impl(device).march_rays_train(rays_o, rays_d, bitfield, nears, fars, noise, float(bound),
                                                 float(dt_gamma), int(max_steps), int(C), int(H)))
@@ -366,8 +380,8 @@ def march_rays(n_alive: int, n_step: int, rays_alive: torch.Tensor, rays_t: torc
     rays_t = _check(rays_t, "rays_t", (N,), (torch.float32,), device)
     bitfield = _check_grid(density_bitfield, C, H, device)
     _check_march(max_steps, bound)
-    nears = _check(nears, "nears", (N,), (torch.float32,), device)
-    fars = _check(fars, "fars", (N,), (torch.float32,), device)
+    nears = _check_f32(nears, "nears", (N,), device)
+    fars = _check_f32(fars, "fars", (N,), device)
     noise = _noise(perturb, noise, n_alive, device)
     return tuple(_impl(device).march_rays(rays_alive[:n_alive], rays_t, rays_o, rays_d, bitfield, nears, fars,
                                           noise, float(bound), float(dt_gamma), int(max_steps), int(C), int(H),

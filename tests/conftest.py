@@ -33,9 +33,52 @@ def shared_file(name: str) -> Path:
 
 
 def tiny_args(folder, workspace, *extra) -> list[str]:
-    """main.py arguments of the small CPU config: few rays, a coarse occupancy grid."""
-    return [str(folder), "--workspace", str(workspace), "-O", "--num_rays", "1024", "--grid_size", "32",
-            *map(str, extra)]
+    """main.py arguments of the small CPU config: few rays, a coarse occupancy grid.
+
+    ``--device cpu``: the suite gives the same results on a GPU machine (``-O``'s fp16 then
+    stays off unless ``ERNERF_CPU_FP16=1``); GPU tests are marked ``cuda``.
+    """
+    return [str(folder), "--workspace", str(workspace), "-O", "--device", "cpu", "--num_rays", "1024",
+            "--grid_size", "32", *map(str, extra)]
+
+
+def build_trainer(opt):
+    """Trainer on ``opt.device`` with its training loader and validation loader."""
+    from nerf_triplane.network import NeRFNetwork
+    from nerf_triplane.provider import NeRFDataset
+    from nerf_triplane.trainer import Trainer
+
+    train_set = NeRFDataset(opt, device=opt.device, type="train")
+    model = NeRFNetwork(opt, audio_dim=train_set.audio_dim).to(opt.device)
+    val_loader = NeRFDataset(opt, device=opt.device, type="val").dataloader()
+    trainer = Trainer(opt, model, opt.workspace, opt.device, train=True)
+    return trainer, train_set.dataloader(), val_loader
+
+
+def take_steps(trainer, loader, frames) -> list[float]:
+    """One optimisation step per training frame index in ``frames``, outside ``Trainer.train``;
+    returns the losses."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    trainer._set_train_data(loader._data)
+    trainer.writer = SummaryWriter(str(trainer.workspace / "run"))
+    try:
+        return [trainer._optimise(loader.collate_fn([k]))[0] for k in frames]
+    finally:
+        trainer.writer.close()
+        trainer.writer = None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` when no CUDA device is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
 
 
 @contextmanager
@@ -67,6 +110,13 @@ def _seed():
     import torch
 
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_cpu_fp16(monkeypatch):
+    """fp32 on the CPU whatever the caller's environment; fp16 tests set ERNERF_CPU_FP16 themselves
+    (``nerf_triplane.trainer.CPU_FP16_ENV``, not imported here: kernel tests stay free of the trainer)."""
+    monkeypatch.delenv("ERNERF_CPU_FP16", raising=False)
 
 
 @pytest.fixture

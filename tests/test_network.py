@@ -164,6 +164,18 @@ def test_density_matches_forward():
         model.density(x, enc_a, None)
 
 
+def test_density_is_float32_under_cpu_autocast():
+    # As under CUDA autocast (exp is on its float32 list); float16 exp overflows above 11.09.
+    model = NeRFNetwork(make_opt(), audio_dim=32)
+    x, _ = points()
+    enc_a = model.encode_audio(torch.randn(8, 32, 16))
+    model.sigma_net.register_forward_hook(lambda module, args, out: torch.full_like(out, 12.0))
+    with torch.autocast("cpu", dtype=torch.float16):
+        sigma = model.density(x, enc_a)["sigma"]
+    assert sigma.dtype == torch.float32
+    torch.testing.assert_close(sigma, torch.full((64,), math.exp(12.0)))
+
+
 def test_torso_branch():
     model = NeRFNetwork(make_opt("--torso"), audio_dim=32)
     assert model.torso_deform_net.net[0].in_features == 84

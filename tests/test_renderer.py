@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import raymarching
 from nerf_triplane.network import NeRFNetwork
@@ -81,6 +82,30 @@ def test_near_far_and_miss():
     nears, fars = near_far_from_aabb(o, d, aabb, 0.05)
     torch.testing.assert_close(nears, torch.tensor([1.0, nears[1], 0.05]))
     torch.testing.assert_close(fars, torch.tensor([3.0, nears[1], 1.0]))
+
+
+def test_near_far_of_half_rays_matches_float32():
+    # A ray parallel to x starting on the box's x face: with the guard in half precision
+    # (1e-15 -> 0) its slab distance was 0 * inf = NaN.
+    aabb = torch.tensor([-1.0, -0.5, -1.0, 1.0, 0.5, 1.0])
+    o = torch.tensor([[1.0, 0.0, 2.0], [0.25, 0.5, 2.0], [0.0, 0.0, 0.0]])
+    d = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+    want = near_far_from_aabb(o, d, aabb, 0.05)
+    got = near_far_from_aabb(o.half(), d.half(), aabb, 0.05)
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32 and torch.equal(g, w), (g, w)
+
+
+def test_camera_refinement_stays_float32_under_autocast():
+    model = make_model("--train_camera").train()
+    with torch.no_grad():
+        model.camera_dR[2] = torch.tensor([1.0, -2.0, 0.5])
+    o, d = torch.randn(64, 3), F.normalize(torch.randn(64, 3), dim=-1)
+    want = model._refine_camera(o, d, 2)
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = model._refine_camera(o, d, 2)
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32 and torch.equal(g, w)
 
 
 def test_composite_dense_stops_after_opaque_sample():

@@ -7,28 +7,17 @@ import pytest
 import torch
 
 from nerf_triplane.options import parse_args
-from nerf_triplane.trainer import EMA, Trainer, lr_factor
-from tests.conftest import tiny_args
+from nerf_triplane.trainer import EMA, Trainer, _binary_entropy, lr_factor
+from tests.conftest import build_trainer, tiny_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def build(opt):
-    from nerf_triplane.network import NeRFNetwork
-    from nerf_triplane.provider import NeRFDataset
-
-    train_set = NeRFDataset(opt, device="cpu", type="train")
-    model = NeRFNetwork(opt, audio_dim=train_set.audio_dim)
-    val_loader = NeRFDataset(opt, device="cpu", type="val").dataloader()
-    trainer = Trainer(opt, model, opt.workspace, "cpu", train=True)
-    return trainer, train_set.dataloader(), val_loader
 
 
 @pytest.mark.slow
 def test_training_learns(subject, tmp_path):
     opt = parse_args(tiny_args(subject, tmp_path / "ws", "--iters", 200, "--eval_interval", 1000))
     torch.manual_seed(0)
-    trainer, train_loader, val_loader = build(opt)
+    trainer, train_loader, val_loader = build_trainer(opt)
     before = trainer.evaluate(val_loader)["psnr"]
     assert trainer.train(train_loader, val_loader)
     after = trainer.evaluate(val_loader)["psnr"]
@@ -52,13 +41,13 @@ def test_sigint_checkpoint_then_resume_gives_same_next_loss(subject, tmp_path):
     stop_at = 12
 
     torch.manual_seed(0)
-    reference, loader, _ = build(parse_args(args))
+    reference, loader, _ = build_trainer(parse_args(args))
     assert reference.train(loader)
     assert len(reference.losses) == 30
 
     # Same run, interrupted by a real SIGINT during step `stop_at`.
     torch.manual_seed(0)
-    first, loader, _ = build(parse_args(args + ["--workspace", str(tmp_path / "ws2")]))
+    first, loader, _ = build_trainer(parse_args(args + ["--workspace", str(tmp_path / "ws2")]))
     step = first._optimise
 
     def optimise_and_interrupt(data):
@@ -77,7 +66,7 @@ def test_sigint_checkpoint_then_resume_gives_same_next_loss(subject, tmp_path):
 
     # A fresh process-like start (other seed on purpose) resumes from the checkpoint.
     torch.manual_seed(123)
-    resumed, loader, _ = build(parse_args(args + ["--workspace", str(tmp_path / "ws2")]))
+    resumed, loader, _ = build_trainer(parse_args(args + ["--workspace", str(tmp_path / "ws2")]))
     resumed.load_checkpoint("latest")
     assert (resumed.global_step, resumed.epoch, resumed.epoch_step) == (stop_at, 0, stop_at)
     assert resumed.train(loader)
@@ -125,6 +114,12 @@ def test_checkpoint_with_other_audio_dim_is_rejected(subject, tmp_path):
         other.load_checkpoint("latest")
 
 
+def test_binary_entropy_is_finite_for_half_weights():
+    # In float16 the clamp's 1 - 1e-5 rounds to 1: log2(0) made a NaN.
+    weights = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float16)
+    torch.testing.assert_close(_binary_entropy(weights), _binary_entropy(weights.float()))
+
+
 def test_fp16_is_a_notice_on_cpu(subject, tmp_path, capsys):
     from nerf_triplane.network import NeRFNetwork
 
@@ -143,7 +138,7 @@ def test_other_training_modes_take_steps(subject, tmp_path, monkeypatch, flags):
     # LPIPS losses with a random AlexNet: the real weights cannot be downloaded here.
     monkeypatch.setenv("ERNERF_LPIPS_RANDOM", "1")
     opt = parse_args(tiny_args(subject, tmp_path / "ws", "--iters", 100, *flags))
-    trainer, loader, _ = build(opt)
+    trainer, loader, _ = build_trainer(opt)
     trainer._set_train_data(loader._data)
     from torch.utils.tensorboard import SummaryWriter
 
@@ -152,6 +147,7 @@ def test_other_training_modes_take_steps(subject, tmp_path, monkeypatch, flags):
     before = [p.detach().clone() for p in params]
     lips_batches = []
     for k in range(3):
+        # The batch kind depends on the previous step (lips and patch batches alternate).
         batch = loader.collate_fn([k])
         lips_batches.append("rect" in batch)
         trainer._optimise(batch)
