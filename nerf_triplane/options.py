@@ -6,7 +6,8 @@ Deviations from the reference, each deliberate:
 - ``--cuda_ray`` is not forced on: without it the renderer uses stratified sampling
   in pure torch (``--num_steps``). ``-O`` turns it on, and the occupancy-grid marcher
   runs on the CPU too (C++ backend of ``raymarching``).
-- ``--fp16`` only takes effect on CUDA; on the CPU training runs in fp32.
+- ``--fp16`` takes effect on CUDA; on the CPU training runs in fp32 unless ``ERNERF_CPU_FP16=1``
+  (float16 CPU autocast and a CPU GradScaler, to exercise the fp16 path without a GPU).
 - ``--warmup_step`` is honoured (linear lr warm-up); its default 0 keeps the
   reference's behaviour, which ignores the flag.
 - Added: ``--device``, ``--eval_interval``, ``--save_interval``, ``--max_keep_ckpt``,

@@ -42,11 +42,13 @@ import tqdm
 
 from .checkpoint import CheckpointDir, atomic_torch_save, atomic_write_text, rng_state, set_rng_state
 from .metrics import LMDMeter, load_lpips, lpips_distance, psnr, ssim
+from .mouth import MouthSupervision
 from .provider import linear_to_srgb, srgb_to_linear
 from .video import VideoWriter
 
 EMA_DECAY = 0.95
 REG_INTERVAL = 16  # steps between smoothness-regulariser evaluations
+MOUTH_BATCH = 8  # frames per step whose audio code is held to their mouth shape (--mouth_sup)
 EVAL_EVERY_STEPS = 5000  # default evaluation period when --eval_interval is 0
 CPU_FP16_ENV = "ERNERF_CPU_FP16"  # "1": --fp16 also autocasts (float16) and scales gradients on the CPU
 
@@ -218,6 +220,7 @@ class Trainer:
             self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.fp16)
         # Started with --finetune_lips, the run alternates lips-rect and patch batches.
         self.flip_finetune_lips = bool(opt.finetune_lips)
+        self.mouth = None  # MouthSupervision while training the head with --mouth_sup/--mouth_pretrain
         self.lpips_train = None
         if train and 1 < opt.patch_size < 32:
             raise ValueError(f"--patch_size {opt.patch_size}: the patch LPIPS loss (AlexNet) needs patches of "
@@ -326,6 +329,11 @@ class Trainer:
             amb_eye = out["ambient_eye"].reshape(-1) / opt.max_steps
             loss = loss + lambda_amb * (amb_eye * amb_aud.detach() * face).mean()
 
+        if self.mouth is not None and opt.mouth_sup > 0:
+            mouth = self.mouth.loss(model, MOUTH_BATCH)
+            self.loss_terms["mouth"] = mouth.item()
+            loss = loss + opt.mouth_sup * mouth
+
         if self.global_step % REG_INTERVAL == 0 and not self.flip_finetune_lips:
             loss = loss + s * 1e-5 * self._smoothness(out["rays"])
         return pred, gt, loss
@@ -415,6 +423,14 @@ class Trainer:
         if n >= opt.ind_num:
             raise ValueError(f"{n} training frames need --ind_num > {n} (per-frame codes), got {opt.ind_num}")
         self._set_train_data(dataset)
+        self.mouth = None
+        if not opt.torso and (opt.mouth_sup > 0 or opt.mouth_pretrain > 0):
+            self.mouth = MouthSupervision(dataset.landmarks, dataset.get_audio_window, opt.mouth_k)
+            if self.global_step == 0 and opt.mouth_pretrain > 0:
+                last = self.mouth.pretrain(self.model, opt.mouth_pretrain)
+                self.log(f"[INFO] audio path fitted to {opt.mouth_k} mouth components "
+                         f"({self.mouth.basis.explained:.0%} of the shape variance) for {opt.mouth_pretrain} "
+                         f"steps: loss {last:.4f}")
         self.train_frames = n
         max_epochs = math.ceil(opt.iters / n)
         eval_interval = opt.eval_interval if opt.eval_interval > 0 else max(1, EVAL_EVERY_STEPS // n)

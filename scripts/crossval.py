@@ -96,7 +96,8 @@ def fold_row(fold: int, report: dict) -> dict:
             "floor_psnr": floor.get("psnr"), "floor_lmd": floor.get("lmd"), "mouth_corr": m.get("mouth_corr"),
             "opening_std_ratio": m.get("opening_std_ratio"), "opening_p90": m.get("opening_p90"),
             "opening_p90_gt": m.get("opening_p90_gt"), "sync": sync.get("corr_at_0"),
-            "sync_gt": sync_gt.get("corr_at_0")}
+            "sync_gt": sync_gt.get("corr_at_0"), "sync_pred": sync.get("corr_pred"),
+            "sync_pred_gt": sync_gt.get("corr_pred")}
 
 
 def main(argv: list[str] | None = None) -> int:
