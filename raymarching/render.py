@@ -71,7 +71,7 @@ def render_inference(rays_o: torch.Tensor, rays_d: torch.Tensor, nears: torch.Te
     image = torch.zeros(N, 3, device=device)
     sums = {}
     rays_alive = torch.arange(N, dtype=torch.int32, device=device)
-    rays_t = nears.clone()
+    rays_t = nears.float().clone()  # written in place by the float32 kernels
     step = 0
     while step < max_steps and rays_alive.numel() > 0:
         n_alive = rays_alive.numel()
