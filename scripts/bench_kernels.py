@@ -1,10 +1,12 @@
 """Time the kernel packages' backends and print one JSON object.
 
     python scripts/bench_kernels.py [--quick] [--only gridencoder,shencoder,raymarching]
+                                    [--device cpu|cuda] [--json PATH]
 
-Each package's ``scripts/bench/<pkg>.py`` reports forward+backward timings per
-available backend (torch, cpp, cuda) and ``cpp_over_torch_speedup``; a package
-without a benchmark module is reported as skipped.
+Each package's ``scripts/bench/<pkg>.py`` reports forward+backward timings of the torch
+reference and of the native backend of ``--device`` (``cpu``: C++, ``cuda``: CUDA), both on
+that device's tensors, and ``cpp_over_torch_speedup`` / ``cuda_over_torch_speedup``; a
+package without a benchmark module is reported as skipped.
 """
 from __future__ import annotations
 
@@ -36,7 +38,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats")
     p.add_argument("--only", default=",".join(PACKAGES), help="comma-separated packages to time")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu: torch vs C++ on CPU tensors; cuda: torch vs CUDA on GPU tensors")
+    p.add_argument("--json", default="", help="also write the JSON object to this file")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible to torch")
     wanted = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(wanted) - set(PACKAGES))
     if unknown:
@@ -47,9 +54,12 @@ def main(argv=None) -> int:
             report[pkg] = {"skipped": f"scripts/bench/{pkg}.py does not exist"}
             continue
         module = importlib.import_module(f"scripts.bench.{pkg}")
-        report[pkg] = module.run(quick=args.quick)
+        report[pkg] = module.run(quick=args.quick, device=args.device)
     report["machine"] = machine()
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
     return 0
 
 

@@ -1,7 +1,9 @@
 """Shared helpers of the kernel benchmarks (``scripts/bench_kernels.py``).
 
-Each ``scripts/bench/<pkg>.py`` defines ``run(quick: bool = False) -> dict`` that
-times forward+backward per available backend and reports ``cpp_over_torch_speedup``.
+Each ``scripts/bench/<pkg>.py`` defines ``run(quick: bool = False, device: str = "cpu") -> dict``
+that times forward+backward of the torch reference and of the native backend of ``device``
+("cpp" on "cpu", "cuda" on "cuda") on tensors of that device, and reports
+``<native>_over_torch_speedup``.
 """
 from __future__ import annotations
 
@@ -29,13 +31,16 @@ def forced_backend(pkg: str, name: str) -> Iterator[None]:
             os.environ[key] = saved
 
 
-def available_backends(backends) -> list[str]:
-    """Of "torch", "cpp", "cuda": those that can run here (``backends`` is an ``ext_common.Backends``)."""
+def native_backend(device: str) -> str:
+    """The compiled backend that serves tensors on ``device`` ("cpu" or "cuda")."""
+    return "cuda" if device == "cuda" else "cpp"
+
+
+def available_backends(backends, device: str = "cpu") -> list[str]:
+    """"torch", plus the native backend of ``device`` when it loads (``backends``: an ``ext_common.Backends``)."""
     names = ["torch"]
-    if backends.module("cpp") is not None:
-        names.append("cpp")
-    if torch.cuda.is_available() and backends.module("cuda") is not None:
-        names.append("cuda")
+    if backends.module(native_backend(device)) is not None:
+        names.append(native_backend(device))
     return names
 
 

@@ -11,7 +11,7 @@ import torch
 from gridencoder import GridEncoder
 from gridencoder.backend import BACKENDS
 
-from . import available_backends, forced_backend, median_ms
+from . import available_backends, forced_backend, median_ms, native_backend
 
 PLANES = ((0, 1), (1, 2), (0, 2))
 
@@ -40,23 +40,23 @@ def _torso(device):
     return step
 
 
-def run(quick: bool = False) -> dict:
-    """Median milliseconds per forward+backward for each backend and config."""
+def run(quick: bool = False, device: str = "cpu") -> dict:
+    """Median milliseconds per forward+backward for each backend and config, on ``device``."""
     repeats = 3 if quick else 9
-    result: dict = {"points": 2 ** 16, "repeats": repeats}
+    native = native_backend(device)
+    result: dict = {"points": 2 ** 16, "repeats": repeats, "device": device}
     totals: dict[str, float] = {}
     for name, make in (("triplane", _triplane), ("torso", _torso)):
         timings = {}
-        for backend in available_backends(BACKENDS):
-            device = "cuda" if backend == "cuda" else "cpu"
+        for backend in available_backends(BACKENDS, device):
             torch.manual_seed(0)
             step = make(device)
             with forced_backend("gridencoder", backend):
                 timings[f"{backend}_ms"] = round(median_ms(step, repeats, device), 3)
             totals[backend] = totals.get(backend, 0.0) + timings[f"{backend}_ms"]
-        if "cpp_ms" in timings:
-            timings["cpp_over_torch_speedup"] = round(timings["torch_ms"] / timings["cpp_ms"], 2)
+        if native in totals:
+            timings[f"{native}_over_torch_speedup"] = round(timings["torch_ms"] / timings[f"{native}_ms"], 2)
         result[name] = timings
-    if "cpp" in totals:
-        result["cpp_over_torch_speedup"] = round(totals["torch"] / totals["cpp"], 2)
+    if native in totals:
+        result[f"{native}_over_torch_speedup"] = round(totals["torch"] / totals[native], 2)
     return result

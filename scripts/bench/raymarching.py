@@ -4,7 +4,7 @@
 (bound 1, one cascade, max_steps 16, dt_gamma 1/256, T_thresh 1e-4). The model
 is replaced by random leaf tensors, so only the kernels are timed.
 
-    python -m scripts.bench.raymarching [--quick]      # prints JSON
+    python -m scripts.bench.raymarching [--quick] [--device cpu|cuda]      # prints JSON
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 
 import raymarching as rm  # noqa: E402
+from scripts.bench import available_backends, native_backend  # noqa: E402
 
 ENV = "ERNERF_BACKEND_RAYMARCHING"
 AABB = (-1.0, -0.5, -1.0, 1.0, 0.5, 1.0)
@@ -74,18 +75,18 @@ def _time_backend(backend: str, device: str, repeats: int) -> dict:
             "total_ms": round(march_ms + composite_ms, 3), "samples": M}
 
 
-def run(quick: bool = False) -> dict:
-    """Time the torch, C++ (and CUDA when available) backends; returns a JSON-able dict."""
+def run(quick: bool = False, device: str = "cpu") -> dict:
+    """Time the torch reference and the native backend of ``device`` (C++ or CUDA) on that
+    device's tensors; returns a JSON-able dict."""
     saved = os.environ.get(ENV)
     repeats = 2 if quick else 5
+    native = native_backend(device)
     try:
-        result = {"rays": 4096, "grid": 128, "max_steps": 16, "threads": torch.get_num_threads(),
-                  "torch": _time_backend("torch", "cpu", repeats)}
-        if rm.BACKENDS.module("cpp") is not None:
-            result["cpp"] = _time_backend("cpp", "cpu", repeats)
-            result["cpp_over_torch_speedup"] = round(result["torch"]["total_ms"] / result["cpp"]["total_ms"], 2)
-        if torch.cuda.is_available() and rm.BACKENDS.module("cuda") is not None:
-            result["cuda"] = _time_backend("cuda", "cuda", repeats)
+        result = {"rays": 4096, "grid": 128, "max_steps": 16, "threads": torch.get_num_threads(), "device": device}
+        for backend in available_backends(rm.BACKENDS, device):
+            result[backend] = _time_backend(backend, device, repeats)
+        if native in result:
+            result[f"{native}_over_torch_speedup"] = round(result["torch"]["total_ms"] / result[native]["total_ms"], 2)
     finally:
         if saved is None:
             os.environ.pop(ENV, None)
@@ -97,7 +98,11 @@ def run(quick: bool = False) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats")
-    print(json.dumps(run(quick=p.parse_args(argv).quick), indent=2))
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the tensors live")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible to torch")
+    print(json.dumps(run(quick=args.quick, device=args.device), indent=2))
     return 0
 
 

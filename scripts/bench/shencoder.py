@@ -6,16 +6,16 @@ import torch
 from shencoder import SHEncoder
 from shencoder.backend import BACKENDS
 
-from . import available_backends, forced_backend, median_ms
+from . import available_backends, forced_backend, median_ms, native_backend
 
 
-def run(quick: bool = False) -> dict:
-    """Median milliseconds per forward+backward (gradient w.r.t. the directions) per backend."""
+def run(quick: bool = False, device: str = "cpu") -> dict:
+    """Median milliseconds per forward+backward (gradient w.r.t. the directions) per backend, on ``device``."""
     repeats = 3 if quick else 9
-    result: dict = {"points": 2 ** 16, "degree": 4, "repeats": repeats}
+    native = native_backend(device)
+    result: dict = {"points": 2 ** 16, "degree": 4, "repeats": repeats, "device": device}
     encoder = SHEncoder(degree=4)
-    for backend in available_backends(BACKENDS):
-        device = "cuda" if backend == "cuda" else "cpu"
+    for backend in available_backends(BACKENDS, device):
         torch.manual_seed(0)
         dirs = torch.nn.functional.normalize(torch.randn(2 ** 16, 3, device=device), dim=-1).requires_grad_()
 
@@ -26,6 +26,6 @@ def run(quick: bool = False) -> dict:
 
         with forced_backend("shencoder", backend):
             result[f"{backend}_ms"] = round(median_ms(step, repeats, device), 3)
-    if "cpp_ms" in result:
-        result["cpp_over_torch_speedup"] = round(result["torch_ms"] / result["cpp_ms"], 2)
+    if f"{native}_ms" in result:
+        result[f"{native}_over_torch_speedup"] = round(result["torch_ms"] / result[f"{native}_ms"], 2)
     return result
