@@ -1,4 +1,6 @@
-"""gridencoder: C++ backend vs the torch reference, gradients, hashing, ER-NeRF configs, errors."""
+"""gridencoder: the compiled CPU backends ("cpp", and the CUDA sources run by "cuda_emu") vs the
+torch reference, gradients, hashing, the ER-NeRF configs, errors; on a GPU the CUDA backend too."""
+import functools
 import math
 
 import pytest
@@ -6,6 +8,7 @@ import torch
 
 from gridencoder import GridEncoder, _torch_impl, backend_name, build_level_table, grid_encode
 from gridencoder.backend import BACKENDS
+from tests import kernel_backends
 
 U32 = 2 ** 32
 PRIMES = (1, 2654435761, 805459861)
@@ -21,6 +24,10 @@ CONFIGS = [
     (2, 3, 1, 5, 6, 40, "hash", False, "smoothstep"),
 ]
 
+# The production grids of nerf_triplane/network.py (bound 1): each tri-plane and the torso grid.
+TRIPLANE = (2, 12, 1, 64, 14, 512, "hash", False, "linear")
+TORSO = (2, 16, 2, 16, 16, 2048, "tiled", False, "linear")
+
 # Tiny tables (<= 32 rows per level) keep the numerical Jacobians cheap.
 GRADCHECK_CONFIGS = [
     (2, 2, 2, 4, 5, 12, "hash", False, "linear"),
@@ -28,13 +35,8 @@ GRADCHECK_CONFIGS = [
     (3, 2, 1, 3, 5, None, "tiled", True, "smoothstep"),
 ]
 
-
-@pytest.fixture
-def cpp_module():
-    module = BACKENDS.module("cpp")
-    if module is None:
-        pytest.skip(f"the gridencoder C++ backend failed to build: {BACKENDS._errors.get('cpp')}")
-    return module
+require = functools.partial(kernel_backends.require, BACKENDS)
+compiled = kernel_backends.compiled_fixture(BACKENDS)
 
 
 def make_encoder(cfg, dtype=torch.float32):
@@ -63,18 +65,25 @@ def run(enc, x, v, backend, monkeypatch, bound=1.0):
     return out.detach(), v_x, v_emb
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"D{c[0]}C{c[2]}-{c[6]}-{'ac' if c[7] else 'nc'}-{c[8]}")
-def test_cpp_matches_torch(cfg, cpp_module, monkeypatch):
-    enc = make_encoder(cfg)
-    bound = 2.0
-    x = sample_points(300, cfg[0], bound)
-    v = torch.randn(x.shape[0], enc.output_dim)
+def assert_matches_torch(cfg, backend, monkeypatch, n=300, bound=2.0, device="cpu"):
+    """Features and both gradients of ``backend`` against the torch reference; returns them."""
+    enc = make_encoder(cfg).to(device)
+    x = sample_points(n, cfg[0], bound).to(device)
+    v = torch.randn(x.shape[0], enc.output_dim, device=device)
     out_t, vx_t, ve_t = run(enc, x, v, "torch", monkeypatch, bound)
-    out_c, vx_c, ve_c = run(enc, x, v, "cpp", monkeypatch, bound)
+    out_c, vx_c, ve_c = run(enc, x, v, backend, monkeypatch, bound)
     torch.testing.assert_close(out_c, out_t, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(ve_c, ve_t, atol=1e-5, rtol=1e-5)
-    # Input gradients carry the level scale (up to ~64 cells per unit here).
-    torch.testing.assert_close(vx_c, vx_t, atol=1e-3, rtol=1e-4)
+    # Input gradients carry the level scale (cells per unit of x: up to 32 in CONFIGS, 256 in TRIPLANE).
+    scale = max(enc.table.scales) / (2 * bound)
+    torch.testing.assert_close(vx_c, vx_t, atol=3e-5 * scale, rtol=1e-4)
+    return x.cpu(), out_c.cpu(), vx_c.cpu()
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"D{c[0]}C{c[2]}-{c[6]}-{'ac' if c[7] else 'nc'}-{c[8]}")
+def test_compiled_matches_torch(cfg, compiled, monkeypatch):
+    bound = 2.0
+    x, out_c, vx_c = assert_matches_torch(cfg, compiled, monkeypatch, bound=bound)
     # Points outside the cube (after the float32 map to [0, 1]): zero features, zero input gradient.
     u = (x + bound) / (2 * bound)
     outside = ((u < 0) | (u > 1)).any(-1)
@@ -82,11 +91,38 @@ def test_cpp_matches_torch(cfg, cpp_module, monkeypatch):
     assert (out_c[~outside] != 0).any()
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("cfg", [TRIPLANE, TORSO], ids=["triplane", "torso"])
+def test_production_grids_match_torch(cfg, compiled, monkeypatch):
+    assert_matches_torch(cfg, compiled, monkeypatch, n=2000, bound=1.0)
+
+
+@pytest.mark.parametrize("backend", ["cuda_emu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_half_torso_grid_matches_float(backend, monkeypatch):
+    """float16 embeddings (fp16 training) on the CUDA kernels against the float32 reference."""
+    device = "cuda" if backend == "cuda" else "cpu"
+    require(backend)
+    enc = make_encoder(TORSO).half().to(device)
+    x = sample_points(2000, 2).to(device)
+    v = torch.randn(x.shape[0], enc.output_dim, device=device).half()
+    out_h, vx_h, ve_h = run(enc, x, v, backend, monkeypatch)
+    # The reference sees the same float16 values, in float32.
+    out_t, vx_t, ve_t = run(enc.float(), x, v.float(), "torch", monkeypatch)
+    assert out_h.dtype == ve_h.dtype == torch.float16 and vx_h.dtype == torch.float32
+    # Features: the float32 sum rounded once to float16.
+    torch.testing.assert_close(out_h.float(), out_t, atol=1e-6, rtol=2 ** -11)
+    # Input gradients are accumulated in float32 from float16 values: as exact as in float32.
+    torch.testing.assert_close(vx_h, vx_t, atol=3e-5 * max(enc.table.scales) / 2, rtol=1e-4)
+    # Embedding gradients round to float16 after every atomic add: each of a row's k adds
+    # (k <= 58 in this sample, on the coarsest level) errs by at most 2^-11 of the running
+    # sum, itself at most the row's sum of |terms| (2^-25 absolute among subnormals).
+    _, _, sum_abs = run(enc, x, v.float().abs(), "torch", monkeypatch)
+    assert ((ve_h.float() - ve_t).abs() <= 64 * (2 ** -11 * sum_abs + 2 ** -25)).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", *kernel_backends.COMPILED])
 @pytest.mark.parametrize("cfg", GRADCHECK_CONFIGS, ids=["2d-hash", "3d-hash", "3d-tiled-smoothstep"])
-def test_gradcheck(cfg, backend, monkeypatch, request):
-    if backend == "cpp":
-        request.getfixturevalue("cpp_module")
+def test_gradcheck(cfg, backend, monkeypatch):
+    require(backend)
     monkeypatch.setenv("ERNERF_BACKEND_GRIDENCODER", backend)
     enc = make_encoder(cfg, torch.float64)
     table = enc.table
@@ -115,10 +151,9 @@ def vertex_point(vertex, scale):
     return torch.tensor([[2.0 * v / scale - 1.0 for v in vertex]], dtype=torch.float64)
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
-def test_hash_index_pinned(backend, monkeypatch, request):
-    if backend == "cpp":
-        request.getfixturevalue("cpp_module")
+@pytest.mark.parametrize("backend", ["torch", *kernel_backends.COMPILED])
+def test_hash_index_pinned(backend, monkeypatch):
+    require(backend)
     monkeypatch.setenv("ERNERF_BACKEND_GRIDENCODER", backend)
     # base 17, align_corners: s = 16 so u = k/16 sits exactly on vertex k; 17^3 > 16 rows -> hashed.
     enc = GridEncoder(input_dim=3, num_levels=1, level_dim=1, base_resolution=17, log2_hashmap_size=4,
@@ -137,10 +172,9 @@ def test_hash_index_pinned(backend, monkeypatch, request):
     assert enc(vertex_point((3, 5, 7), 16)).item() == 5
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
-def test_tiled_index_pinned(backend, monkeypatch, request):
-    if backend == "cpp":
-        request.getfixturevalue("cpp_module")
+@pytest.mark.parametrize("backend", ["torch", *kernel_backends.COMPILED])
+def test_tiled_index_pinned(backend, monkeypatch):
+    require(backend)
     monkeypatch.setenv("ERNERF_BACKEND_GRIDENCODER", backend)
     # 2D tiled, side 17 (align_corners), dense 289 rows > 64 -> wraps modulo 64.
     enc = GridEncoder(input_dim=2, num_levels=1, level_dim=1, base_resolution=17, log2_hashmap_size=6,
@@ -195,7 +229,8 @@ def test_rows_formula():
         assert t.offsets[level + 1] - t.offsets[level] == math.ceil(min(2 ** 19, (res + 1) ** 3) / 8) * 8
 
 
-def test_backend_selection(cpp_module, monkeypatch):
+def test_backend_selection(monkeypatch):
+    require("cpp")
     assert backend_name("cpu") == "cpp"
     monkeypatch.setenv("ERNERF_BACKEND_GRIDENCODER", "torch")
     assert backend_name("cpu") == "torch"
@@ -227,14 +262,16 @@ def test_bad_inputs():
         enc(torch.ones(4, 3, dtype=torch.int64))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("cfg", CONFIGS[:4])
+@pytest.mark.cuda
+@pytest.mark.parametrize("cfg", CONFIGS[:4] + [TRIPLANE, TORSO])
 def test_cuda_matches_torch(cfg, monkeypatch):
-    enc = make_encoder(cfg).cuda()
-    x = sample_points(300, cfg[0]).cuda()
-    v = torch.randn(x.shape[0], enc.output_dim, device="cuda")
-    out_t, vx_t, ve_t = run(enc, x, v, "torch", monkeypatch)
-    out_c, vx_c, ve_c = run(enc, x, v, "cuda", monkeypatch)
-    torch.testing.assert_close(out_c, out_t, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(ve_c, ve_t, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(vx_c, vx_t, atol=1e-3, rtol=1e-4)
+    assert_matches_torch(cfg, "cuda", monkeypatch, n=2000 if cfg in (TRIPLANE, TORSO) else 300, device="cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_cuda_rejects_embeddings_on_another_gpu(monkeypatch):
+    monkeypatch.setenv("ERNERF_BACKEND_GRIDENCODER", "cuda")
+    enc = make_encoder(CONFIGS[0]).to("cuda:1")
+    with pytest.raises(RuntimeError, match="embeddings must be on cuda:0 like the other inputs, got cuda:1"):
+        enc(torch.rand(8, 2, device="cuda:0"))

@@ -1,5 +1,7 @@
-"""raymarching: the C++ backend against the torch reference, closed-form scenes,
-training vs inference loops, gradients, and argument checks (CPU only)."""
+"""raymarching: the compiled CPU backends ("cpp", and the CUDA sources run by "cuda_emu") against
+the torch reference, closed-form scenes, training vs inference loops, gradients, argument
+checks; on a GPU the CUDA backend against the reference too."""
+import functools
 import math
 
 import pytest
@@ -8,24 +10,26 @@ import torch
 import raymarching as rm
 from raymarching import _torch_impl
 from raymarching.backend import BACKENDS
+from tests import kernel_backends
 
 AABB = torch.tensor([-1.0, -0.5, -1.0, 1.0, 0.5, 1.0])
+COMPILED = kernel_backends.COMPILED
+require = functools.partial(kernel_backends.require, BACKENDS)
+kind = kernel_backends.compiled_fixture(BACKENDS, name="kind", scope="module")
 
 
 @pytest.fixture(scope="module")
-def cpp():
-    module = BACKENDS.module("cpp")
-    assert module is not None, f"the C++ raymarching backend failed to build: {BACKENDS._errors.get('cpp')}"
-    return module
+def ext(kind):
+    """The compiled module of ``kind``, called directly."""
+    return BACKENDS.module(kind)
 
 
 @pytest.fixture
 def select(use_backend):
-    """Run the public API on one backend; asking for "cpp" requires the C++ build to work."""
+    """Run the public API on one backend, which must load."""
 
     def _select(name):
-        if name == "cpp":
-            assert BACKENDS.module("cpp") is not None, f"C++ build failed: {BACKENDS._errors.get('cpp')}"
+        require(name)
         use_backend(name, "raymarching")
 
     return _select
@@ -54,7 +58,7 @@ def field(xyzs, dirs):
 
 
 # ----------------------------------------------------------------- utilities
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("backend", ["torch", *COMPILED])
 def test_utilities_closed_form(backend, select):
     select(backend)
     assert rm.backend_name() == backend
@@ -86,17 +90,17 @@ def test_utilities_closed_form(backend, select):
     torch.testing.assert_close(sph, torch.tensor([[0.0, 0.0], [-1.0, 0.0]]))
 
 
-def test_utilities_cpp_equals_torch(cpp):
+def test_utilities_compiled_equals_torch(ext):
     rays_o, rays_d, bits, nears, fars = random_scene(N=300)
-    for got, want in zip(cpp.near_far_from_aabb(rays_o, rays_d, AABB, 0.05),
+    for got, want in zip(ext.near_far_from_aabb(rays_o, rays_d, AABB, 0.05),
                          _torch_impl.near_far_from_aabb(rays_o, rays_d, AABB, 0.05)):
         assert torch.equal(got, want)
-    torch.testing.assert_close(cpp.sph_from_ray(rays_o * 0.1, rays_d, 3.0),
+    torch.testing.assert_close(ext.sph_from_ray(rays_o * 0.1, rays_d, 3.0),
                                _torch_impl.sph_from_ray(rays_o * 0.1, rays_d, 3.0), atol=1e-5, rtol=0)
     grid = torch.rand(2, 16 ** 3)
-    assert torch.equal(cpp.morton3D_dilation(grid), _torch_impl.morton3D_dilation(grid))
+    assert torch.equal(ext.morton3D_dilation(grid), _torch_impl.morton3D_dilation(grid))
     out = torch.empty(2 * 16 ** 3 // 8, dtype=torch.uint8)
-    cpp.packbits(grid, 0.1, out)  # 0.1 is not a float32: both compare in float32
+    ext.packbits(grid, 0.1, out)  # 0.1 is not a float32: both compare in float32
     ref = torch.empty_like(out)
     _torch_impl.packbits(grid, 0.1, ref)
     assert torch.equal(out, ref)
@@ -106,13 +110,13 @@ def test_utilities_cpp_equals_torch(cpp):
 @pytest.mark.parametrize("perturb", [False, True])
 @pytest.mark.parametrize("C,H,bound,dt_gamma,max_steps", [(1, 32, 1.0, 1 / 256, 16), (1, 64, 1.0, 0.0, 256),
                                                           (2, 32, 2.0, 1 / 128, 128)])
-def test_march_train_cpp_equals_torch(cpp, perturb, C, H, bound, dt_gamma, max_steps):
+def test_march_train_compiled_equals_torch(ext, perturb, C, H, bound, dt_gamma, max_steps):
     rays_o, rays_d, bits, nears, fars = random_scene(N=250, H=H, C=C)
     rays_o = rays_o * bound
     nears, fars = _torch_impl.near_far_from_aabb(rays_o, rays_d, AABB * bound, 0.05)
     noise = torch.rand(rays_o.shape[0]) if perturb else None
     args = (rays_o, rays_d, bits, nears, fars, noise, bound, dt_gamma, max_steps, C, H)
-    got, want = cpp.march_rays_train(*args), _torch_impl.march_rays_train(*args)
+    got, want = ext.march_rays_train(*args), _torch_impl.march_rays_train(*args)
     xyzs, dirs, deltas, rays = got
     assert torch.equal(rays, want[3])  # counts and offsets bit-exact
     assert xyzs.shape[0] == int(rays[:, 2].sum()) > 0
@@ -130,14 +134,14 @@ def test_march_train_cpp_equals_torch(cpp, perturb, C, H, bound, dt_gamma, max_s
     assert torch.equal(dirs, rays_d[ray_of])
 
 
-def test_march_inference_cpp_equals_torch(cpp):
+def test_march_inference_compiled_equals_torch(ext):
     rays_o, rays_d, bits, nears, fars = random_scene()
     alive = torch.randperm(rays_o.shape[0])[:150].int()
     rays_t = nears + torch.rand_like(nears) * 0.3
     noise = torch.rand(150)
     for nz in (None, noise):
         args = (alive, rays_t, rays_o, rays_d, bits, nears, fars, nz, 1.0, 1 / 256, 16, 1, 32, 5)
-        for a, b in zip(cpp.march_rays(*args), _torch_impl.march_rays(*args)):
+        for a, b in zip(ext.march_rays(*args), _torch_impl.march_rays(*args)):
             assert torch.equal(a, b)
 
 
@@ -156,17 +160,17 @@ def composite_inputs(dtype=torch.float32, seed=0):
 
 
 @pytest.mark.parametrize("T_thresh", [1e-4, 1e-2])
-def test_composite_train_cpp_equals_torch(use_backend, cpp, T_thresh):
+def test_composite_train_compiled_equals_torch(use_backend, kind, T_thresh):
     (sig, rgb, aud, eye, unc), deltas, rays = composite_inputs()
     results = {}
-    for backend in ("torch", "cpp"):
+    for backend in ("torch", kind):
         use_backend(backend, "raymarching")
         out = rm.composite_rays_train(sig, rgb, deltas, rays, T_thresh, ambient_aud=aud, ambient_eye=eye,
                                       uncertainty=unc)
         cot = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(out)]
         grads = torch.autograd.grad(sum((o * c).sum() for o, c in zip(out, cot)), [sig, rgb, aud, eye, unc])
         results[backend] = out, grads
-    (out_t, grad_t), (out_c, grad_c) = results["torch"], results["cpp"]
+    (out_t, grad_t), (out_c, grad_c) = results["torch"], results[kind]
     for a, b in zip(out_c, out_t):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     # The ambient gradient is the upstream gradient on accumulated samples, 0 past the
@@ -178,7 +182,8 @@ def test_composite_train_cpp_equals_torch(use_backend, cpp, T_thresh):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_composite_train_gradcheck(use_backend, cpp):
+@pytest.mark.parametrize("backend", ["torch", *COMPILED])
+def test_composite_train_gradcheck(backend, select):
     deltas = torch.tensor([[0.1, 0.5], [0.1, 0.6], [0.2, 0.8], [0.1, 0.9], [0.05, 1.0], [0.1, 1.1], [0.1, 1.2],
                            [0.1, 1.3]], dtype=torch.float64)
     rays = torch.tensor([[1, 0, 4], [0, 4, 0], [2, 4, 4]], dtype=torch.int32)
@@ -191,27 +196,26 @@ def test_composite_train_gradcheck(use_backend, cpp):
         return tuple(rm.composite_rays_train(s, c, deltas, rays, 1e-4, ambient_aud=a, ambient_eye=e,
                                              uncertainty=u))
 
-    for backend in ("torch", "cpp"):
-        use_backend(backend, "raymarching")
-        assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
-        out = fn(*leaves)
-        assert out[0][2] > 1 - 1e-4 and out[0][1] < 1 - 1e-2  # ray 2 terminated, ray 1 did not
-        assert out[0][0] == 0  # the empty ray
+    select(backend)
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
+    out = fn(*leaves)
+    assert out[0][2] > 1 - 1e-4 and out[0][1] < 1 - 1e-2  # ray 2 terminated, ray 1 did not
+    assert out[0][0] == 0  # the empty ray
 
 
-def test_composite_without_extras(use_backend, cpp):
+@pytest.mark.parametrize("backend", ["torch", *COMPILED])
+def test_composite_without_extras(backend, select):
     (sig, rgb, *_), deltas, rays = composite_inputs()
-    for backend in ("torch", "cpp"):
-        use_backend(backend, "raymarching")
-        out = rm.composite_rays_train(sig.half(), rgb, deltas, rays)
-        assert out.image.dtype == torch.float32
-        assert out.ambient_aud_sum.abs().sum() == 0 and out.uncertainty_sum.abs().sum() == 0
-        grad = torch.autograd.grad(out.image.sum() + out.weights_sum.sum(), sig)[0]
-        assert grad.shape == sig.shape and grad.abs().sum() > 0
+    select(backend)
+    out = rm.composite_rays_train(sig.half(), rgb, deltas, rays)
+    assert out.image.dtype == torch.float32
+    assert out.ambient_aud_sum.abs().sum() == 0 and out.uncertainty_sum.abs().sum() == 0
+    grad = torch.autograd.grad(out.image.sum() + out.weights_sum.sum(), sig)[0]
+    assert grad.shape == sig.shape and grad.abs().sum() > 0
 
 
 # -------------------------------------------------------------- closed forms
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("backend", ["torch", *COMPILED])
 def test_constant_density_box_matches_closed_form(backend, select):
     select(backend)
     H, sigma, colour = 16, 1.5, torch.tensor([0.2, 0.5, 0.9])
@@ -238,7 +242,7 @@ def test_constant_density_box_matches_closed_form(backend, select):
     assert ((out.depth - mean_t).abs() <= 2 * dt).all()
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("backend", ["torch", *COMPILED])
 def test_empty_grid_renders_background(backend, select):
     select(backend)
     rays_o, rays_d, _, nears, fars = random_scene(N=50)
@@ -252,7 +256,7 @@ def test_empty_grid_renders_background(backend, select):
 
 
 # ------------------------------------------------------- training vs inference
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("backend", ["torch", *COMPILED])
 def test_train_and_inference_loops_agree(backend, select):
     select(backend)
     rays_o, rays_d, bits, nears, fars = random_scene(N=300)
@@ -274,11 +278,11 @@ def test_train_and_inference_loops_agree(backend, select):
             assert diff.max() <= (1e-5 if T_thresh == 0 else one_sample + 1e-5)
 
 
-def test_inference_loop_cpp_equals_torch(use_backend, cpp):
+def test_inference_loop_compiled_equals_torch(use_backend, kind):
     rays_o, rays_d, bits, nears, fars = random_scene(N=300)
     noise = torch.rand(300)
     outs = []
-    for backend in ("torch", "cpp"):
+    for backend in ("torch", kind):
         use_backend(backend, "raymarching")
         outs.append(rm.render_inference(rays_o, rays_d, nears, fars, bits, field, H=32, max_steps=16,
                                         perturb=True, noise=noise))
@@ -286,29 +290,56 @@ def test_inference_loop_cpp_equals_torch(use_backend, cpp):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
-def test_composite_rays_marks_finished_rays(use_backend, cpp):
+@pytest.mark.parametrize("backend", ["torch", *COMPILED])
+def test_composite_rays_marks_finished_rays(backend, select):
     # Ray 0: two samples then an empty slot (left the box); ray 2: opaque first sample; ray 1: alive.
     sigmas = torch.tensor([1.0, 1.0, 0.0, 1e4, 1.0, 1.0, 1.0, 1.0, 1.0])
     deltas = torch.tensor([[0.1, 1.1], [0.1, 1.2], [0, 0], [0.1, 2.1], [0.1, 2.2], [0.1, 2.3],
                            [0.1, 3.1], [0.1, 3.2], [0.1, 3.3]])
-    for backend in ("torch", "cpp"):
+    select(backend)
+    alive = torch.tensor([0, 2, 1], dtype=torch.int32)
+    rays_t, ws, depth, image = torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(3, 3)
+    rm.composite_rays(3, 3, alive, rays_t, sigmas, torch.ones(9, 3), deltas, ws, depth, image, T_thresh=1e-2)
+    assert alive.tolist() == [-1, -1, 1]
+    assert rays_t.tolist() == [0.0, pytest.approx(3.3), 0.0]
+    expect0 = 1 - math.exp(-0.2)
+    assert ws[0].item() == pytest.approx(expect0, rel=1e-6)
+    assert ws[2].item() == pytest.approx(1.0, abs=1e-6)  # opaque: stops after the next sample
+    assert ws[1].item() == pytest.approx(1 - math.exp(-0.3), rel=1e-6)
+
+
+# ---------------------------------------------------------------- CUDA device
+@pytest.mark.cuda
+def test_cuda_equals_torch(use_backend):
+    """The CUDA kernels against the torch reference on the same GPU tensors: marching bit-exact
+    (no FMA contraction, IEEE division), compositing and the two loops to float tolerance."""
+    require("cuda")
+    rays_o, rays_d, bits, nears, fars = (t.cuda() for t in random_scene(N=300))
+    noise = torch.rand(300, device="cuda")
+    args = (rays_o, rays_d, bits, nears, fars, noise, 1.0, 1 / 256, 64, 1, 32)
+    for a, b in zip(BACKENDS.module("cuda").march_rays_train(*args), _torch_impl.march_rays_train(*args)):
+        assert torch.equal(a, b)
+    (sig, rgb, aud, eye, unc), deltas, rays = composite_inputs()
+    leaves = [x.detach().cuda().requires_grad_() for x in (sig, rgb, aud, eye, unc)]
+    kw = dict(bound=1.0, C=1, H=32, dt_gamma=1 / 256, max_steps=24, perturb=True, noise=noise)
+    results = {}
+    for backend in ("torch", "cuda"):
         use_backend(backend, "raymarching")
-        alive = torch.tensor([0, 2, 1], dtype=torch.int32)
-        rays_t, ws, depth, image = torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(3, 3)
-        rm.composite_rays(3, 3, alive, rays_t, sigmas, torch.ones(9, 3), deltas, ws, depth, image, T_thresh=1e-2)
-        assert alive.tolist() == [-1, -1, 1]
-        assert rays_t.tolist() == [0.0, pytest.approx(3.3), 0.0]
-        expect0 = 1 - math.exp(-0.2)
-        assert ws[0].item() == pytest.approx(expect0, rel=1e-6)
-        assert ws[2].item() == pytest.approx(1.0, abs=1e-6)  # opaque: stops after the next sample
-        assert ws[1].item() == pytest.approx(1 - math.exp(-0.3), rel=1e-6)
+        out = rm.composite_rays_train(*leaves[:2], deltas.cuda(), rays.cuda(), 1e-4, ambient_aud=leaves[2],
+                                      ambient_eye=leaves[3], uncertainty=leaves[4])
+        grads = torch.autograd.grad(sum(o.sum() for o in out), leaves)
+        train, _ = rm.render_train(rays_o, rays_d, nears, fars, bits, field, **kw)
+        infer = rm.render_inference(rays_o, rays_d, nears, fars, bits, field, **kw)
+        results[backend] = [*out, *grads, *train, *infer]
+    for a, b in zip(results["cuda"], results["torch"]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- bad inputs
-def test_bad_inputs_raise_clear_errors(use_backend, cpp):
-    use_backend("cpp", "raymarching")
+def test_bad_inputs_raise_clear_errors(use_backend, kind, ext):
+    use_backend(kind, "raymarching")
     rays_o, rays_d, bits, nears, fars = random_scene(N=20)
-    with pytest.raises(ValueError, match="rays_o must be torch.float32"):
+    with pytest.raises(ValueError, match="rays_o must be .*torch.float32, got torch.float64"):
         rm.near_far_from_aabb(rays_o.double(), rays_d, AABB)
     with pytest.raises(ValueError, match=r"rays_d must have shape \[20, 3\]"):
         rm.march_rays_train(rays_o, rays_d[:5], 1.0, bits, 1, 32, nears, fars)
@@ -334,6 +365,6 @@ def test_bad_inputs_raise_clear_errors(use_backend, cpp):
                           torch.rand(1, 2), torch.zeros(1), torch.zeros(1), torch.zeros(1, 6)[:, ::2])
     # The compiled entry points check their arguments too (RuntimeError from TORCH_CHECK).
     with pytest.raises(RuntimeError, match="rays_o must be Float"):
-        cpp.near_far_from_aabb(rays_o.double(), rays_d, AABB, 0.05)
+        ext.near_far_from_aabb(rays_o.double(), rays_d, AABB, 0.05)
     with pytest.raises(RuntimeError, match="density_bitfield must have C\\*H\\^3/8"):
-        cpp.march_rays_train(rays_o, rays_d, bits[:8], nears, fars, None, 1.0, 0.0, 16, 1, 32)
+        ext.march_rays_train(rays_o, rays_d, bits[:8], nears, fars, None, 1.0, 0.0, 16, 1, 32)

@@ -1,4 +1,6 @@
-"""shencoder: C++ backend vs the torch reference, the real-SH convention, gradients, errors."""
+"""shencoder: the compiled CPU backends ("cpp", and the CUDA sources run by "cuda_emu") vs the torch
+reference, the real-SH convention, gradients, errors; on a GPU the CUDA backend too."""
+import functools
 import math
 
 import numpy as np
@@ -8,14 +10,10 @@ from scipy.special import sph_harm_y
 
 from shencoder import SHEncoder, _torch_impl, backend_name, sh_encode
 from shencoder.backend import BACKENDS
+from tests import kernel_backends
 
-
-@pytest.fixture
-def cpp_module():
-    module = BACKENDS.module("cpp")
-    if module is None:
-        pytest.skip(f"the shencoder C++ backend failed to build: {BACKENDS._errors.get('cpp')}")
-    return module
+require = functools.partial(kernel_backends.require, BACKENDS)
+compiled = kernel_backends.compiled_fixture(BACKENDS)
 
 
 def directions(n, dtype=torch.float32):
@@ -35,19 +33,18 @@ def run(degree, x, v, backend, monkeypatch):
 
 
 @pytest.mark.parametrize("degree", range(1, 9))
-def test_cpp_matches_torch(degree, cpp_module, monkeypatch):
+def test_compiled_matches_torch(degree, compiled, monkeypatch):
     x = directions(200)
     v = torch.randn(x.shape[0], degree * degree)
     out_t, vx_t = run(degree, x, v, "torch", monkeypatch)
-    out_c, vx_c = run(degree, x, v, "cpp", monkeypatch)
+    out_c, vx_c = run(degree, x, v, compiled, monkeypatch)
     torch.testing.assert_close(out_c, out_t, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(vx_c, vx_t, atol=1e-4 * degree ** 2, rtol=1e-4)
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
-def test_gradcheck(backend, monkeypatch, request):
-    if backend == "cpp":
-        request.getfixturevalue("cpp_module")
+@pytest.mark.parametrize("backend", ["torch", *kernel_backends.COMPILED])
+def test_gradcheck(backend, monkeypatch):
+    require(backend)
     monkeypatch.setenv("ERNERF_BACKEND_SHENCODER", backend)
     x = directions(6, torch.float64)[[0, 1, 2, 6, -1]].requires_grad_()  # unit, axis, off-sphere
     # fast_mode checks random projections of the Jacobian: the full one costs 320 backward passes.
@@ -72,10 +69,9 @@ def facts_sheet_basis(d):
     ], dim=-1)
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
-def test_matches_reference_closed_forms(backend, monkeypatch, request):
-    if backend == "cpp":
-        request.getfixturevalue("cpp_module")
+@pytest.mark.parametrize("backend", ["torch", *kernel_backends.COMPILED])
+def test_matches_reference_closed_forms(backend, monkeypatch):
+    require(backend)
     monkeypatch.setenv("ERNERF_BACKEND_SHENCODER", backend)
     # Includes non-unit vectors: the polynomials must agree off the sphere too.
     x = directions(100, torch.float64)
@@ -95,10 +91,9 @@ def scipy_real_sh(d, degree):
     return torch.from_numpy(np.stack(cols, axis=-1))
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
-def test_matches_scipy_all_bands(backend, monkeypatch, request):
-    if backend == "cpp":
-        request.getfixturevalue("cpp_module")
+@pytest.mark.parametrize("backend", ["torch", *kernel_backends.COMPILED])
+def test_matches_scipy_all_bands(backend, monkeypatch):
+    require(backend)
     monkeypatch.setenv("ERNERF_BACKEND_SHENCODER", backend)
     d = torch.nn.functional.normalize(torch.randn(300, 3, dtype=torch.float64), dim=-1)
     torch.testing.assert_close(sh_encode(d, 8), scipy_real_sh(d, 8), atol=1e-10, rtol=1e-10)
@@ -128,7 +123,8 @@ def test_module_divides_by_size_and_keeps_shape():
     assert enc(d.double()).dtype == torch.float64
 
 
-def test_backend_selection(cpp_module, monkeypatch):
+def test_backend_selection(monkeypatch):
+    require("cpp")
     assert backend_name("cpu") == "cpp"
     monkeypatch.setenv("ERNERF_BACKEND_SHENCODER", "torch")
     assert backend_name("cpu") == "torch"
@@ -150,7 +146,7 @@ def test_bad_inputs():
         enc(torch.ones(4, 3, dtype=torch.int32))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 @pytest.mark.parametrize("degree", [1, 4, 8])
 def test_cuda_matches_torch(degree, monkeypatch):
     x = directions(200).cuda()

@@ -17,7 +17,8 @@ at::Tensor grid_encode_forward(const at::Tensor& inputs, const at::Tensor& embed
                                const std::vector<int64_t>& resolutions, int64_t gridtype, bool align_corners,
                                int64_t interpolation) {
   const Levels lv = gridenc::check_forward_args(inputs, embeddings, offsets, scales, resolutions, gridtype,
-                                                align_corners, interpolation, at::kCPU);
+                                                align_corners, interpolation, at::kCPU,
+                                                /*half_embeddings=*/false);
   const int64_t N = inputs.size(0), L = lv.num_levels, C = embeddings.size(1);
   auto outputs = at::empty({N, L * C}, embeddings.options());
   AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "grid_encode_forward", [&] {
@@ -44,7 +45,8 @@ std::tuple<at::Tensor, at::Tensor> grid_encode_backward(
     const std::vector<int64_t>& offsets, const std::vector<double>& scales, const std::vector<int64_t>& resolutions,
     int64_t gridtype, bool align_corners, int64_t interpolation, bool need_input_grad) {
   const Levels lv = gridenc::check_backward_args(v_outputs, inputs, embeddings, offsets, scales, resolutions,
-                                                 gridtype, align_corners, interpolation, at::kCPU);
+                                                 gridtype, align_corners, interpolation, at::kCPU,
+                                                 /*half_embeddings=*/false);
   const int64_t N = inputs.size(0), L = lv.num_levels, C = embeddings.size(1);
   auto v_embeddings = at::zeros_like(embeddings);
   auto v_inputs = need_input_grad ? at::zeros_like(inputs) : at::empty({0}, inputs.options());
@@ -89,6 +91,7 @@ std::tuple<at::Tensor, at::Tensor> grid_encode_backward(
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gridencoder: C++ CPU kernels";
+  set_source_hash(m);
   m.def("grid_encode_forward", &grid_encode_forward, "features [N, L*C] of points [N, D] in [0, 1]",
         py::arg("inputs"), py::arg("embeddings"), py::arg("offsets"), py::arg("scales"), py::arg("resolutions"),
         py::arg("gridtype"), py::arg("align_corners"), py::arg("interpolation"));

@@ -2,11 +2,8 @@
 #include <torch/extension.h>
 
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/Atomic.cuh>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
+#include "ext_cuda.h"
 #include "gridencoder.h"
 #include "validate.h"
 
@@ -63,7 +60,8 @@ at::Tensor grid_encode_forward(const at::Tensor& inputs, const at::Tensor& embed
                                const std::vector<int64_t>& resolutions, int64_t gridtype, bool align_corners,
                                int64_t interpolation) {
   const Levels lv = gridenc::check_forward_args(inputs, embeddings, offsets, scales, resolutions, gridtype,
-                                                align_corners, interpolation, at::kCUDA);
+                                                align_corners, interpolation, ernerf::kDevice,
+                                                /*half_embeddings=*/true);
   const c10::cuda::OptionalCUDAGuard guard(inputs.device());
   const int64_t N = inputs.size(0), L = lv.num_levels, C = embeddings.size(1);
   auto outputs = at::empty({N, L * C}, embeddings.options());
@@ -74,9 +72,8 @@ at::Tensor grid_encode_forward(const at::Tensor& inputs, const at::Tensor& embed
     using T = at::opmath_type<scalar_t>;
     gridenc::dispatch_dims(inputs.size(1), C, [&](auto d_, auto c_) {
       constexpr int D = decltype(d_)::value, Cc = decltype(c_)::value;
-      forward_kernel<T, scalar_t, D, Cc><<<blocks, kThreads, 0, stream>>>(
-          inputs.data_ptr<T>(), embeddings.data_ptr<scalar_t>(), outputs.data_ptr<scalar_t>(), N, lv);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      ernerf::launch(forward_kernel<T, scalar_t, D, Cc>, blocks, kThreads, stream, inputs.data_ptr<T>(),
+                     embeddings.data_ptr<scalar_t>(), outputs.data_ptr<scalar_t>(), N, lv);
     });
   });
   return outputs;
@@ -88,7 +85,8 @@ std::tuple<at::Tensor, at::Tensor> grid_encode_backward(
     const std::vector<int64_t>& offsets, const std::vector<double>& scales, const std::vector<int64_t>& resolutions,
     int64_t gridtype, bool align_corners, int64_t interpolation, bool need_input_grad) {
   const Levels lv = gridenc::check_backward_args(v_outputs, inputs, embeddings, offsets, scales, resolutions,
-                                                 gridtype, align_corners, interpolation, at::kCUDA);
+                                                 gridtype, align_corners, interpolation, ernerf::kDevice,
+                                                 /*half_embeddings=*/true);
   const c10::cuda::OptionalCUDAGuard guard(inputs.device());
   const int64_t N = inputs.size(0), L = lv.num_levels, C = embeddings.size(1);
   auto v_embeddings = at::zeros_like(embeddings);
@@ -101,14 +99,12 @@ std::tuple<at::Tensor, at::Tensor> grid_encode_backward(
     using T = at::opmath_type<scalar_t>;
     gridenc::dispatch_dims(inputs.size(1), C, [&](auto d_, auto c_) {
       constexpr int D = decltype(d_)::value, Cc = decltype(c_)::value;
-      embeddings_grad_kernel<T, scalar_t, D, Cc><<<blocks, kThreads, 0, stream>>>(
-          inputs.data_ptr<T>(), v_outputs.data_ptr<scalar_t>(), v_embeddings.data_ptr<scalar_t>(), N, lv);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      ernerf::launch(embeddings_grad_kernel<T, scalar_t, D, Cc>, blocks, kThreads, stream, inputs.data_ptr<T>(),
+                     v_outputs.data_ptr<scalar_t>(), v_embeddings.data_ptr<scalar_t>(), N, lv);
       if (need_input_grad) {
-        inputs_grad_kernel<T, scalar_t, D, Cc><<<point_blocks, kThreads, 0, stream>>>(
-            inputs.data_ptr<T>(), embeddings.data_ptr<scalar_t>(), v_outputs.data_ptr<scalar_t>(),
-            v_inputs.data_ptr<T>(), N, lv);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        ernerf::launch(inputs_grad_kernel<T, scalar_t, D, Cc>, point_blocks, kThreads, stream, inputs.data_ptr<T>(),
+                       embeddings.data_ptr<scalar_t>(), v_outputs.data_ptr<scalar_t>(), v_inputs.data_ptr<T>(), N,
+                       lv);
       }
     });
   });
@@ -119,6 +115,7 @@ std::tuple<at::Tensor, at::Tensor> grid_encode_backward(
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gridencoder: CUDA kernels";
+  set_source_hash(m);
   m.def("grid_encode_forward", &grid_encode_forward, "features [N, L*C] of points [N, D] in [0, 1]",
         py::arg("inputs"), py::arg("embeddings"), py::arg("offsets"), py::arg("scales"), py::arg("resolutions"),
         py::arg("gridtype"), py::arg("align_corners"), py::arg("interpolation"));

@@ -34,22 +34,6 @@ struct Levels {
   int interpolation;
 };
 
-// Products that feed floor() must round exactly like the CPU and torch paths:
-// no fused multiply-add on the GPU.
-HD float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-HD double mul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
 HD float floor_t(float x) { return floorf(x); }
 HD double floor_t(double x) { return floor(x); }
 
@@ -100,7 +84,9 @@ HD bool locate(const T* u, const Levels& lv, int level, Cell<T, D>& cell) {
   const T scale = static_cast<T>(lv.scale[level]);
   const T shift = lv.align_corners ? T(0) : T(0.5);
   for (int d = 0; d < D; ++d) {
-    const T pos = mul_rn(u[d], scale) + shift;
+    // Rounded product then sum (no FMA: build.py's flags), as in the CPU and torch paths,
+    // so floor() picks the same cell everywhere.
+    const T pos = u[d] * scale + shift;
     const T fl = floor_t(pos);
     const T f = pos - fl;
     cell.lower[d] = static_cast<uint32_t>(fl);
@@ -182,6 +168,12 @@ inline Levels make_levels(const std::vector<int64_t>& offsets, const std::vector
   if (gridtype != kHash && gridtype != kTiled) throw std::invalid_argument("gridencoder: gridtype must be 0 or 1");
   if (interpolation != kLinear && interpolation != kSmoothstep) {
     throw std::invalid_argument("gridencoder: interpolation must be 0 or 1");
+  }
+  for (size_t l = 0; l < L; ++l) {
+    // A decreasing offset would wrap the level's row count and index past the table.
+    if (offsets[l] < 0 || offsets[l + 1] <= offsets[l] || offsets[l + 1] > UINT32_MAX) {
+      throw std::invalid_argument("gridencoder: offsets must increase from >= 0 and fit in 32 bits");
+    }
   }
   Levels lv{};
   lv.num_levels = static_cast<int>(L);

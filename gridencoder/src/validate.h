@@ -11,20 +11,21 @@
 
 namespace gridenc {
 
-// Levels of one call, after checking inputs [N, D] and embeddings [offsets[-1], C] on `device`.
+// Levels of one call, after checking inputs [N, D] and embeddings [offsets[-1], C] on one
+// `kind` device. `half_embeddings`: the backend (the CUDA kernels) takes float16 embeddings
+// with float32 inputs, accumulating in float32.
 inline Levels check_forward_args(const at::Tensor& inputs, const at::Tensor& embeddings,
                                  const std::vector<int64_t>& offsets, const std::vector<double>& scales,
                                  const std::vector<int64_t>& resolutions, int64_t gridtype, bool align_corners,
-                                 int64_t interpolation, c10::DeviceType device) {
+                                 int64_t interpolation, c10::DeviceType kind, bool half_embeddings) {
   const Levels lv = make_levels(offsets, scales, resolutions, gridtype, align_corners, interpolation);
-  CHECK_DEVICE(inputs, device);
+  const c10::Device device = call_device(inputs, "inputs", kind);
   CHECK_DEVICE(embeddings, device);
   CHECK_CONTIGUOUS(inputs);
   CHECK_CONTIGUOUS(embeddings);
   CHECK_DIM(inputs, 2);
   CHECK_DIM(embeddings, 2);
-  if (device == at::kCUDA) {
-    // Only the CUDA kernels take half embeddings; they read float inputs and accumulate in float.
+  if (half_embeddings) {
     const auto compute = embeddings.scalar_type() == at::kHalf ? at::kFloat : embeddings.scalar_type();
     TORCH_CHECK(inputs.scalar_type() == compute, "inputs must be ", compute, " for ", embeddings.scalar_type(),
                 " embeddings, got ", inputs.scalar_type());
@@ -42,10 +43,10 @@ inline Levels check_backward_args(const at::Tensor& v_outputs, const at::Tensor&
                                   const at::Tensor& embeddings, const std::vector<int64_t>& offsets,
                                   const std::vector<double>& scales, const std::vector<int64_t>& resolutions,
                                   int64_t gridtype, bool align_corners, int64_t interpolation,
-                                  c10::DeviceType device) {
+                                  c10::DeviceType kind, bool half_embeddings) {
   const Levels lv = check_forward_args(inputs, embeddings, offsets, scales, resolutions, gridtype, align_corners,
-                                       interpolation, device);
-  CHECK_DEVICE(v_outputs, device);
+                                       interpolation, kind, half_embeddings);
+  CHECK_DEVICE(v_outputs, inputs.device());
   CHECK_CONTIGUOUS(v_outputs);
   const int64_t N = inputs.size(0), LC = lv.num_levels * embeddings.size(1);
   TORCH_CHECK(v_outputs.dim() == 2 && v_outputs.size(0) == N && v_outputs.size(1) == LC,

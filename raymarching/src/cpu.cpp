@@ -49,7 +49,7 @@ at::Tensor sph_from_ray(const at::Tensor& rays_o, const at::Tensor& rays_d, doub
 }
 
 at::Tensor morton3D(const at::Tensor& coords) {
-    rm::expect(coords, "coords", kCPU, at::kInt, {-1, 3});
+    rm::check_morton(coords, "coords", {-1, 3}, kCPU);
     const int64_t N = coords.size(0);
     auto indices = at::empty({N}, coords.options());
     const int32_t* c = coords.data_ptr<int32_t>();
@@ -62,7 +62,7 @@ at::Tensor morton3D(const at::Tensor& coords) {
 }
 
 at::Tensor morton3D_invert(const at::Tensor& indices) {
-    rm::expect(indices, "indices", kCPU, at::kInt, {-1});
+    rm::check_morton(indices, "indices", {-1}, kCPU);
     const int64_t N = indices.size(0);
     auto coords = at::empty({N, 3}, indices.options());
     const int32_t* idx = indices.data_ptr<int32_t>();
@@ -155,10 +155,11 @@ std::vector<at::Tensor> march_rays_train(const at::Tensor& rays_o, const at::Ten
     const int64_t M = N ? ends[N - 1].item<int64_t>() : 0;
     const int64_t* pend = ends.data_ptr<int64_t>();
 
-    // Pass 2: the same walk again, writing the samples.
-    auto xyzs = at::empty({M, 3}, rays_o.options());
-    auto dirs = at::empty({M, 3}, rays_o.options());
-    auto deltas = at::empty({M, 2}, rays_o.options());
+    // Pass 2: the same walk again, writing the samples. Zeroed, not empty: each ray
+    // records the samples it wrote, and an unwritten slot must not hold stale memory.
+    auto xyzs = at::zeros({M, 3}, rays_o.options());
+    auto dirs = at::zeros({M, 3}, rays_o.options());
+    auto deltas = at::zeros({M, 2}, rays_o.options());
     auto rays = at::empty({N, 3}, rays_o.options().dtype(at::kInt));
     float* px = xyzs.data_ptr<float>();
     float* pdir = dirs.data_ptr<float>();
@@ -168,11 +169,9 @@ std::vector<at::Tensor> march_rays_train(const at::Tensor& rays_o, const at::Ten
         float p[3], dt, t_after;
         for (int64_t n = begin; n < end; ++n) {
             const int64_t first = pend[n] - cnt[n];
-            pr[3 * n] = (int32_t)n;
-            pr[3 * n + 1] = (int32_t)first;
-            pr[3 * n + 2] = (int32_t)cnt[n];
             rm::RayWalker walker = start(n);
-            for (int64_t s = first; s < pend[n] && walker.next(grid, rule, p, dt, t_after); ++s) {
+            int64_t s = first;
+            for (; s < pend[n] && walker.next(grid, rule, p, dt, t_after); ++s) {
                 for (int k = 0; k < 3; ++k) {
                     px[3 * s + k] = p[k];
                     pdir[3 * s + k] = d[3 * n + k];
@@ -180,6 +179,9 @@ std::vector<at::Tensor> march_rays_train(const at::Tensor& rays_o, const at::Ten
                 pdel[2 * s] = dt;
                 pdel[2 * s + 1] = t_after;
             }
+            pr[3 * n] = (int32_t)n;
+            pr[3 * n + 1] = (int32_t)first;
+            pr[3 * n + 2] = (int32_t)(s - first);
         }
     });
     return {xyzs, dirs, deltas, rays};
@@ -378,6 +380,7 @@ void composite_rays(at::Tensor& rays_alive, at::Tensor& rays_t, const at::Tensor
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "raymarching: C++ CPU kernels (see raymarching/raymarching.py for the documented API)";
+    set_source_hash(m);
     m.def("near_far_from_aabb", &near_far_from_aabb);
     m.def("sph_from_ray", &sph_from_ray);
     m.def("morton3D", &morton3D);

@@ -1,15 +1,13 @@
 // CUDA backend of raymarching: one thread per ray (or cell), the per-ray math from
 // raymarching.h. Function names, arguments and results match cpu.cpp.
-// c10/cuda only: ATen/cuda/CUDAContext.h pulls in cuSPARSE/cuBLAS headers that a
-// minimal CUDA toolkit lacks.
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+// c10/cuda only (ext_cuda.h): ATen/cuda/CUDAContext.h pulls in cuSPARSE/cuBLAS headers
+// that a minimal CUDA toolkit lacks.
 #include <torch/extension.h>
 
 #include <tuple>
 #include <vector>
 
+#include "ext_cuda.h"
 #include "raymarching.h"
 #include "validate.h"
 
@@ -17,14 +15,12 @@ namespace rm = raymarching;
 
 namespace {
 
-constexpr auto kCUDA = at::kCUDA;
+constexpr auto kDevice = ernerf::kDevice;
 constexpr int kThreads = 128;
 
 inline int blocks_for(int64_t n) { return (int)div_round_up<int64_t>(n, kThreads); }
 
 inline cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
-
-void check_launch() { C10_CUDA_KERNEL_LAUNCH_CHECK(); }
 
 __global__ void k_near_far(const float* __restrict__ o, const float* __restrict__ d, const float* __restrict__ box,
                            int64_t N, float min_near, float* nears, float* fars) {
@@ -108,12 +104,10 @@ __global__ void k_march_write(MarchInputs in, int64_t N, const int64_t* __restri
     const int64_t n = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (n >= N) return;
     const int64_t first = ends[n] - counts[n];
-    rays[3 * n] = (int32_t)n;
-    rays[3 * n + 1] = (int32_t)first;
-    rays[3 * n + 2] = (int32_t)counts[n];
     rm::RayWalker walker = start_walk(in, n, in.nears[n], in.noise ? in.noise[n] : 0.0f);
     float p[3], dt, t_after;
-    for (int64_t s = first; s < ends[n] && walker.next(in.grid, in.rule, p, dt, t_after); ++s) {
+    int64_t s = first;
+    for (; s < ends[n] && walker.next(in.grid, in.rule, p, dt, t_after); ++s) {
         for (int k = 0; k < 3; ++k) {
             xyzs[3 * s + k] = p[k];
             dirs[3 * s + k] = in.d[3 * n + k];
@@ -121,6 +115,10 @@ __global__ void k_march_write(MarchInputs in, int64_t N, const int64_t* __restri
         deltas[2 * s] = dt;
         deltas[2 * s + 1] = t_after;
     }
+    // The ray claims the samples written here, even if pass 1 counted differently.
+    rays[3 * n] = (int32_t)n;
+    rays[3 * n + 1] = (int32_t)first;
+    rays[3 * n + 2] = (int32_t)(s - first);
 }
 
 __global__ void k_march_inference(MarchInputs in, const int32_t* __restrict__ alive, const float* __restrict__ rays_t,
@@ -254,78 +252,73 @@ MarchInputs march_inputs(const at::Tensor& rays_o, const at::Tensor& rays_d, con
 
 std::tuple<at::Tensor, at::Tensor> near_far_from_aabb(const at::Tensor& rays_o, const at::Tensor& rays_d,
                                                       const at::Tensor& aabb, double min_near) {
-    const int64_t N = rm::check_near_far(rays_o, rays_d, aabb, kCUDA);
+    const int64_t N = rm::check_near_far(rays_o, rays_d, aabb, kDevice);
     const c10::cuda::CUDAGuard guard(rays_o.device());
     auto nears = at::empty({N}, rays_o.options());
     auto fars = at::empty({N}, rays_o.options());
     if (N) {
-        k_near_far<<<blocks_for(N), kThreads, 0, stream()>>>(rays_o.data_ptr<float>(), rays_d.data_ptr<float>(),
-                                                            aabb.data_ptr<float>(), N, (float)min_near,
-                                                            nears.data_ptr<float>(), fars.data_ptr<float>());
-        check_launch();
+        ernerf::launch(k_near_far, blocks_for(N), kThreads, stream(), rays_o.data_ptr<float>(),
+                       rays_d.data_ptr<float>(), aabb.data_ptr<float>(), N, (float)min_near, nears.data_ptr<float>(),
+                       fars.data_ptr<float>());
     }
     return {nears, fars};
 }
 
 at::Tensor sph_from_ray(const at::Tensor& rays_o, const at::Tensor& rays_d, double radius) {
-    const int64_t N = rm::expect_rays(rays_o, rays_d, kCUDA);
+    const int64_t N = rm::expect_rays(rays_o, rays_d, kDevice);
     const c10::cuda::CUDAGuard guard(rays_o.device());
     auto coords = at::empty({N, 2}, rays_o.options());
     if (N) {
-        k_sph<<<blocks_for(N), kThreads, 0, stream()>>>(rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), N,
-                                                       (float)radius, coords.data_ptr<float>());
-        check_launch();
+        ernerf::launch(k_sph, blocks_for(N), kThreads, stream(), rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), N,
+                       (float)radius, coords.data_ptr<float>());
     }
     return coords;
 }
 
 at::Tensor morton3D(const at::Tensor& coords) {
-    rm::expect(coords, "coords", kCUDA, at::kInt, {-1, 3});
+    rm::check_morton(coords, "coords", {-1, 3}, kDevice);
     const c10::cuda::CUDAGuard guard(coords.device());
     const int64_t N = coords.size(0);
     auto indices = at::empty({N}, coords.options());
     if (N) {
-        k_morton<<<blocks_for(N), kThreads, 0, stream()>>>(coords.data_ptr<int32_t>(), N, indices.data_ptr<int32_t>());
-        check_launch();
+        ernerf::launch(k_morton, blocks_for(N), kThreads, stream(), coords.data_ptr<int32_t>(), N,
+                       indices.data_ptr<int32_t>());
     }
     return indices;
 }
 
 at::Tensor morton3D_invert(const at::Tensor& indices) {
-    rm::expect(indices, "indices", kCUDA, at::kInt, {-1});
+    rm::check_morton(indices, "indices", {-1}, kDevice);
     const c10::cuda::CUDAGuard guard(indices.device());
     const int64_t N = indices.size(0);
     auto coords = at::empty({N, 3}, indices.options());
     if (N) {
-        k_morton_invert<<<blocks_for(N), kThreads, 0, stream()>>>(indices.data_ptr<int32_t>(), N,
-                                                                 coords.data_ptr<int32_t>());
-        check_launch();
+        ernerf::launch(k_morton_invert, blocks_for(N), kThreads, stream(), indices.data_ptr<int32_t>(), N,
+                       coords.data_ptr<int32_t>());
     }
     return coords;
 }
 
 void packbits(const at::Tensor& grid, double thresh, at::Tensor& bitfield) {
-    const int64_t bytes = rm::check_packbits(grid, bitfield, kCUDA);
+    const int64_t bytes = rm::check_packbits(grid, bitfield, kDevice);
     const c10::cuda::CUDAGuard guard(grid.device());
     if (!bytes) return;
     AT_DISPATCH_FLOATING_TYPES(grid.scalar_type(), "packbits", [&] {
-        k_packbits<scalar_t><<<blocks_for(bytes), kThreads, 0, stream()>>>(
-            grid.data_ptr<scalar_t>(), bytes, (scalar_t)thresh, bitfield.data_ptr<uint8_t>());
+        ernerf::launch(k_packbits<scalar_t>, blocks_for(bytes), kThreads, stream(), grid.data_ptr<scalar_t>(), bytes,
+                       (scalar_t)thresh, bitfield.data_ptr<uint8_t>());
     });
-    check_launch();
 }
 
 at::Tensor morton3D_dilation(const at::Tensor& grid) {
-    const int64_t H = rm::check_dilation(grid, kCUDA);
+    const int64_t H = rm::check_dilation(grid, kDevice);
     const c10::cuda::CUDAGuard guard(grid.device());
     auto out = at::empty_like(grid);
     const int64_t total = grid.numel();
     if (!total) return out;
     AT_DISPATCH_FLOATING_TYPES(grid.scalar_type(), "morton3D_dilation", [&] {
-        k_dilation<scalar_t><<<blocks_for(total), kThreads, 0, stream()>>>(
-            grid.data_ptr<scalar_t>(), total, grid.size(1), (int)H, out.data_ptr<scalar_t>());
+        ernerf::launch(k_dilation<scalar_t>, blocks_for(total), kThreads, stream(), grid.data_ptr<scalar_t>(), total,
+                       grid.size(1), (int)H, out.data_ptr<scalar_t>());
     });
-    check_launch();
     return out;
 }
 
@@ -333,29 +326,29 @@ std::vector<at::Tensor> march_rays_train(const at::Tensor& rays_o, const at::Ten
                                          const at::Tensor& bitfield, const at::Tensor& nears,
                                          const at::Tensor& fars, const std::optional<at::Tensor>& noise,
                                          double bound, double dt_gamma, int64_t max_steps, int64_t C, int64_t H) {
-    const int64_t N = rm::check_march_train(rays_o, rays_d, bitfield, nears, fars, noise, max_steps, C, H, kCUDA);
+    const int64_t N = rm::check_march_train(rays_o, rays_d, bitfield, nears, fars, noise, max_steps, C, H, kDevice);
     const c10::cuda::CUDAGuard guard(rays_o.device());
     const MarchInputs in = march_inputs(rays_o, rays_d, bitfield, nears, fars, noise, bound, dt_gamma, max_steps, C, H);
 
     // Pass 1 counts samples per ray; the one host sync below sizes the outputs exactly.
     auto counts = at::zeros({N}, rays_o.options().dtype(at::kLong));
     if (N) {
-        k_march_count<<<blocks_for(N), kThreads, 0, stream()>>>(in, N, max_steps, counts.data_ptr<int64_t>());
-        check_launch();
+        ernerf::launch(k_march_count, blocks_for(N), kThreads, stream(), in, N, max_steps,
+                       counts.data_ptr<int64_t>());
     }
     const auto ends = counts.cumsum(0);
     const int64_t M = N ? ends[N - 1].item<int64_t>() : 0;
 
-    auto xyzs = at::empty({M, 3}, rays_o.options());
-    auto dirs = at::empty({M, 3}, rays_o.options());
-    auto deltas = at::empty({M, 2}, rays_o.options());
+    // Zeroed, not empty: k_march_write records the samples it wrote, and any slot it did
+    // not write must not hand stale memory to the network.
+    auto xyzs = at::zeros({M, 3}, rays_o.options());
+    auto dirs = at::zeros({M, 3}, rays_o.options());
+    auto deltas = at::zeros({M, 2}, rays_o.options());
     auto rays = at::empty({N, 3}, rays_o.options().dtype(at::kInt));
     if (N) {
-        k_march_write<<<blocks_for(N), kThreads, 0, stream()>>>(in, N, counts.data_ptr<int64_t>(),
-                                                               ends.data_ptr<int64_t>(), xyzs.data_ptr<float>(),
-                                                               dirs.data_ptr<float>(), deltas.data_ptr<float>(),
-                                                               rays.data_ptr<int32_t>());
-        check_launch();
+        ernerf::launch(k_march_write, blocks_for(N), kThreads, stream(), in, N, counts.data_ptr<int64_t>(),
+                       ends.data_ptr<int64_t>(), xyzs.data_ptr<float>(), dirs.data_ptr<float>(),
+                       deltas.data_ptr<float>(), rays.data_ptr<int32_t>());
     }
     return {xyzs, dirs, deltas, rays};
 }
@@ -365,7 +358,7 @@ std::vector<at::Tensor> composite_rays_train_forward(const at::Tensor& sigmas, c
                                                      const std::optional<at::Tensor>& aud,
                                                      const std::optional<at::Tensor>& eye,
                                                      const std::optional<at::Tensor>& unc, double T_thresh) {
-    const auto dtype = rm::check_composite_train(sigmas, rgbs, deltas, rays, aud, eye, unc, kCUDA);
+    const auto dtype = rm::check_composite_train(sigmas, rgbs, deltas, rays, aud, eye, unc, kDevice);
     const c10::cuda::CUDAGuard guard(sigmas.device());
     const int64_t M = sigmas.size(0), N = rays.size(0);
     const auto opts = sigmas.options();
@@ -373,12 +366,12 @@ std::vector<at::Tensor> composite_rays_train_forward(const at::Tensor& sigmas, c
     auto unc_sum = at::zeros({N}, opts), depth = at::zeros({N}, opts), image = at::zeros({N, 3}, opts);
     if (!N) return {ws, aud_sum, eye_sum, unc_sum, depth, image};
     AT_DISPATCH_FLOATING_TYPES(dtype, "composite_rays_train_forward", [&] {
-        k_composite_train<scalar_t><<<blocks_for(N), kThreads, 0, stream()>>>(
-            sample_inputs<scalar_t>(sigmas, rgbs, deltas, aud, eye, unc), rays.data_ptr<int32_t>(), N, M,
-            (scalar_t)T_thresh, ws.data_ptr<scalar_t>(), aud_sum.data_ptr<scalar_t>(), eye_sum.data_ptr<scalar_t>(),
-            unc_sum.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), image.data_ptr<scalar_t>());
+        using T = scalar_t;
+        ernerf::launch(k_composite_train<T>, blocks_for(N), kThreads, stream(),
+                       sample_inputs<T>(sigmas, rgbs, deltas, aud, eye, unc), rays.data_ptr<int32_t>(), N, M,
+                       (T)T_thresh, ws.data_ptr<T>(), aud_sum.data_ptr<T>(), eye_sum.data_ptr<T>(),
+                       unc_sum.data_ptr<T>(), depth.data_ptr<T>(), image.data_ptr<T>());
     });
-    check_launch();
     return {ws, aud_sum, eye_sum, unc_sum, depth, image};
 }
 
@@ -390,7 +383,7 @@ std::vector<std::optional<at::Tensor>> composite_rays_train_backward(
     bool need_eye, bool need_unc) {
     const auto dtype = rm::check_composite_train_backward(g_ws, g_aud, g_eye, g_unc, g_depth, g_image, sigmas, rgbs,
                                                           deltas, rays, unc, ws, unc_sum, depth, image, need_unc,
-                                                          kCUDA);
+                                                          kDevice);
     const int64_t M = sigmas.size(0), N = rays.size(0);
     const c10::cuda::CUDAGuard guard(sigmas.device());
 
@@ -406,12 +399,12 @@ std::vector<std::optional<at::Tensor>> composite_rays_train_backward(
                                   image.data_ptr<T>()};
             const RayGrads<T> g{g_ws.data_ptr<T>(), g_aud.data_ptr<T>(), g_eye.data_ptr<T>(), g_unc.data_ptr<T>(),
                                 g_depth.data_ptr<T>(), g_image.data_ptr<T>()};
-            k_composite_train_backward<T><<<blocks_for(N), kThreads, 0, stream()>>>(
-                sample_inputs<T>(sigmas, rgbs, deltas, std::nullopt, std::nullopt, unc), rays.data_ptr<int32_t>(), N,
-                M, (T)T_thresh, fin, g, gs.data_ptr<T>(), gc.data_ptr<T>(), need_aud ? ga.data_ptr<T>() : nullptr,
-                need_eye ? ge.data_ptr<T>() : nullptr, need_unc ? gu.data_ptr<T>() : nullptr);
+            ernerf::launch(k_composite_train_backward<T>, blocks_for(N), kThreads, stream(),
+                           sample_inputs<T>(sigmas, rgbs, deltas, std::nullopt, std::nullopt, unc),
+                           rays.data_ptr<int32_t>(), N, M, (T)T_thresh, fin, g, gs.data_ptr<T>(), gc.data_ptr<T>(),
+                           need_aud ? ga.data_ptr<T>() : nullptr, need_eye ? ge.data_ptr<T>() : nullptr,
+                           need_unc ? gu.data_ptr<T>() : nullptr);
         });
-        check_launch();
     }
     auto wrap = [](const at::Tensor& t) { return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt; };
     return {gs, gc, wrap(ga), wrap(ge), wrap(gu)};
@@ -421,7 +414,8 @@ std::vector<at::Tensor> march_rays(const at::Tensor& rays_alive, const at::Tenso
                                    const at::Tensor& rays_d, const at::Tensor& bitfield, const at::Tensor& nears,
                                    const at::Tensor& fars, const std::optional<at::Tensor>& noise, double bound,
                                    double dt_gamma, int64_t max_steps, int64_t C, int64_t H, int64_t n_step) {
-    rm::check_march(rays_alive, rays_t, rays_o, rays_d, bitfield, nears, fars, noise, max_steps, C, H, n_step, kCUDA);
+    rm::check_march(rays_alive, rays_t, rays_o, rays_d, bitfield, nears, fars, noise, max_steps, C, H, n_step,
+                    kDevice);
     const int64_t N = rays_o.size(0), n_alive = rays_alive.size(0);
     const c10::cuda::CUDAGuard guard(rays_o.device());
     const MarchInputs in = march_inputs(rays_o, rays_d, bitfield, nears, fars, noise, bound, dt_gamma, max_steps, C, H);
@@ -429,10 +423,9 @@ std::vector<at::Tensor> march_rays(const at::Tensor& rays_alive, const at::Tenso
     auto dirs = at::zeros({n_alive * n_step, 3}, rays_o.options());
     auto deltas = at::zeros({n_alive * n_step, 2}, rays_o.options());
     if (n_alive) {
-        k_march_inference<<<blocks_for(n_alive), kThreads, 0, stream()>>>(
-            in, rays_alive.data_ptr<int32_t>(), rays_t.data_ptr<float>(), n_alive, N, n_step, xyzs.data_ptr<float>(),
-            dirs.data_ptr<float>(), deltas.data_ptr<float>());
-        check_launch();
+        ernerf::launch(k_march_inference, blocks_for(n_alive), kThreads, stream(), in, rays_alive.data_ptr<int32_t>(),
+                       rays_t.data_ptr<float>(), n_alive, N, n_step, xyzs.data_ptr<float>(), dirs.data_ptr<float>(),
+                       deltas.data_ptr<float>());
     }
     return {xyzs, dirs, deltas};
 }
@@ -444,23 +437,24 @@ void composite_rays(at::Tensor& rays_alive, at::Tensor& rays_t, const at::Tensor
                     const std::optional<at::Tensor>& eye_sum, const std::optional<at::Tensor>& unc_sum,
                     double T_thresh) {
     const int64_t n_step = rm::check_composite(rays_alive, rays_t, sigmas, rgbs, deltas, aud, eye, unc, weights_sum,
-                                               depth, image, aud_sum, eye_sum, unc_sum, kCUDA);
+                                               depth, image, aud_sum, eye_sum, unc_sum, kDevice);
     const int64_t n_alive = rays_alive.size(0), N = weights_sum.numel();
     const auto dtype = sigmas.scalar_type();
     const c10::cuda::CUDAGuard guard(sigmas.device());
     if (!n_alive) return;
     AT_DISPATCH_FLOATING_TYPES(dtype, "composite_rays", [&] {
         using T = scalar_t;
-        k_composite_inference<T><<<blocks_for(n_alive), kThreads, 0, stream()>>>(
-            sample_inputs<T>(sigmas, rgbs, deltas, aud, eye, unc), rays_alive.data_ptr<int32_t>(),
-            rays_t.data_ptr<T>(), n_alive, N, n_step, (T)T_thresh, weights_sum.data_ptr<T>(), depth.data_ptr<T>(),
-            image.data_ptr<T>(), rm::opt_ptr<T>(aud_sum), rm::opt_ptr<T>(eye_sum), rm::opt_ptr<T>(unc_sum));
+        ernerf::launch(k_composite_inference<T>, blocks_for(n_alive), kThreads, stream(),
+                       sample_inputs<T>(sigmas, rgbs, deltas, aud, eye, unc), rays_alive.data_ptr<int32_t>(),
+                       rays_t.data_ptr<T>(), n_alive, N, n_step, (T)T_thresh, weights_sum.data_ptr<T>(),
+                       depth.data_ptr<T>(), image.data_ptr<T>(), rm::opt_ptr<T>(aud_sum), rm::opt_ptr<T>(eye_sum),
+                       rm::opt_ptr<T>(unc_sum));
     });
-    check_launch();
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "raymarching: CUDA kernels (see raymarching/raymarching.py for the documented API)";
+    set_source_hash(m);
     m.def("near_far_from_aabb", &near_far_from_aabb);
     m.def("sph_from_ray", &sph_from_ray);
     m.def("morton3D", &morton3D);

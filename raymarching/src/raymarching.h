@@ -5,6 +5,10 @@
 // Conventions: positions live in [-bound, bound]^3; cascade c covers
 // [-b_c, b_c]^3 with b_c = min(2^c, bound) on an H^3 grid stored in Morton order;
 // the occupancy bitfield holds bit (c * H^3 + morton(cell)) for every cell.
+//
+// Both compilers build this without fusing a*b+c into one FMA (ext_common/build.py:
+// -ffp-contract=off, nvcc --fmad=false), so every product and sum rounds alike on the
+// CPU and the GPU and the walk visits the same cells with the same t.
 #pragma once
 
 #include "ext_hd.h"

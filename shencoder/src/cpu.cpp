@@ -49,6 +49,7 @@ at::Tensor sh_encode_backward(const at::Tensor& v_outputs, const at::Tensor& inp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "shencoder: C++ CPU kernels";
+  set_source_hash(m);
   m.def("sh_encode_forward", &sh_encode_forward, "real SH basis [N, degree^2] of directions [N, 3]",
         py::arg("inputs"), py::arg("degree"));
   m.def("sh_encode_backward", &sh_encode_backward, "v_inputs [N, 3] from v_outputs [N, degree^2]",

@@ -9,10 +9,10 @@
 
 namespace shenc {
 
-// inputs: [N, 3] directions on `device`; returns N.
-inline int64_t check_forward_args(const at::Tensor& inputs, int64_t degree, c10::DeviceType device) {
+// inputs: [N, 3] directions on a `kind` device; returns N.
+inline int64_t check_forward_args(const at::Tensor& inputs, int64_t degree, c10::DeviceType kind) {
   check_degree(degree);
-  CHECK_DEVICE(inputs, device);
+  call_device(inputs, "inputs", kind);
   CHECK_CONTIGUOUS(inputs);
   CHECK_DIM(inputs, 2);
   CHECK_SIZE(inputs, 1, 3);
@@ -21,9 +21,9 @@ inline int64_t check_forward_args(const at::Tensor& inputs, int64_t degree, c10:
 
 // The forward checks plus v_outputs: [N, degree^2] of the inputs' dtype; returns N.
 inline int64_t check_backward_args(const at::Tensor& v_outputs, const at::Tensor& inputs, int64_t degree,
-                                   c10::DeviceType device) {
-  const int64_t N = check_forward_args(inputs, degree, device);
-  CHECK_DEVICE(v_outputs, device);
+                                   c10::DeviceType kind) {
+  const int64_t N = check_forward_args(inputs, degree, kind);
+  CHECK_DEVICE(v_outputs, inputs.device());
   CHECK_CONTIGUOUS(v_outputs);
   CHECK_DTYPE(v_outputs, inputs.scalar_type());
   const int64_t K = degree * degree;
