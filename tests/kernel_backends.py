@@ -5,7 +5,7 @@ COMPILED = ["cpp", "cuda_emu"]  # compiled backends that run on the CPU ("cuda_e
 
 
 def require(backends, name: str) -> None:
-    """Fail (never skip) when the compiled backend ``name`` of ``backends`` (an ``ext_common.Backends``) did not load."""
+    """Fail (never skip) when backend ``name`` of ``backends`` (an ``ext_common.Backends``) did not load."""
     if name != "torch":
         assert backends.module(name) is not None, f"{backends.pkg} {name} backend: {backends.error(name)}"
 

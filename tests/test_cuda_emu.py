@@ -142,8 +142,8 @@ def test_kernel_tests_pass_under_asan():
     code = ("import sys, pytest, gridencoder.backend, shencoder.backend, raymarching.backend\n"
             "for pkg in (gridencoder, shencoder, raymarching):\n"
             "    assert '_asan_' in pkg.backend.BACKENDS.module('cuda_emu').__name__\n"
-            "sys.exit(pytest.main(['-q', '-x', '-p', 'no:cacheprovider', '-k', 'cuda_emu', 'tests/test_gridencoder.py', "
-            "'tests/test_shencoder.py', 'tests/test_raymarching.py']))\n")
+            "sys.exit(pytest.main(['-q', '-x', '-p', 'no:cacheprovider', '-k', 'cuda_emu', "
+            "'tests/test_gridencoder.py', 'tests/test_shencoder.py', 'tests/test_raymarching.py']))\n")
     result = run_under_asan("-c", code)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert " passed" in result.stdout and "AddressSanitizer" not in result.stderr
