@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 PY=.venv/bin/python
-# C++ backends always; the CUDA sources are compiled and linked for sm_80 and sm_90 by
+# C++ and cuda_emu backends always; the CUDA sources are compiled and linked for sm_80 and sm_90 by
 # tests/test_cuda_build.py. Both land in a cache keyed on the sources.
 $PY -m ext_common build
 set +e
