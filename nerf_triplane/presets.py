@@ -26,6 +26,13 @@ per-frame code, not the audio, explained the mouth (scripts/audio_influence.py: 
 another frame's audio / own audio = 1.00 after 2290 steps); without them and with a fifth of
 the rays on the lips, the 16000-step head reaches 3.6 and its held-out lips follow the audio.
 Lips finetuning (only with the AlexNet LPIPS weights) adds 1500 steps.
+``--mouth_sup 1 --mouth_pretrain 600`` (nerf_triplane/mouth.py): the audio code's first 6
+channels are held to the frame's mouth shape. A/B by ``scripts/crossval.py`` (french.mp4, 5
+windows of 114 frames, folds 0 and 4 = first and last; ``--preset cpu --iters 2000`` for both,
+one thread each), base -> mouth: mouth_corr 0.19 -> 0.40 and -0.26 -> 0.76; opening std ratio
+0.55 -> 0.76 and 0.20 -> 0.72; LMD 2.38 -> 2.22 and 2.47 -> 1.52 px (floor 2.44, 2.26); PSNR
+30.94 -> 30.93 and 31.10 -> 31.26 dB; held-out audio influence (scripts/audio_influence.py,
+fold 0) lips PSNR gain 0.23 -> 1.77 dB. Adopted; the 16000-step schedule was not re-run with it.
 
 ``tiny``: smoke runs (CI, tests): a few dozen steps on 256 rays and a 32³ grid.
 
@@ -47,7 +54,7 @@ PRESETS: dict[str, dict] = {
     },
     "cpu": {
         "flags": {"O": True, "num_rays": 4096, "grid_size": 64, "max_steps": 16, "ind_dim": 0,
-                  "lips_rays": 0.2},
+                  "lips_rays": 0.2, "mouth_sup": 1.0, "mouth_pretrain": 600},
         "iters": {"head": 16000, "lips": 1500, "torso": 4000},
     },
     "tiny": {
