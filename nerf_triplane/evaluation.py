@@ -165,13 +165,14 @@ def training_openings(data: Path) -> tuple[list[dict], np.ndarray]:
     return frames, mouth_opening(lms)
 
 
-def predicted_sync(data: Path, audio: np.ndarray, aud_ids, opening: np.ndarray,
-                   opening_gt: np.ndarray | None) -> dict:
+def predicted_sync(data: Path, training: tuple[list[dict], np.ndarray], audio: np.ndarray, aud_ids,
+                   opening: np.ndarray, opening_gt: np.ndarray | None) -> dict:
     """Correlation of rendered (and GT) mouth openings with the opening that a regressor
     fitted on the subject's training frames predicts from the driving audio.
 
     Args:
-        data: training folder (``aud.wav``, ``transforms_train.json``, ``ori_imgs/*.lms``).
+        data: training folder (its ``aud.wav``).
+        training: the training frames and their opening (:func:`training_openings` of ``data``).
         audio: driving audio, 16 kHz mono  # [n_samples]
         aud_ids: the audio frame of each rendered frame  # [N]
         opening, opening_gt: mouth opening of the render and of the GT frames  # [N]
@@ -180,7 +181,7 @@ def predicted_sync(data: Path, audio: np.ndarray, aud_ids, opening: np.ndarray,
     """
     from data_utils.audio import load_audio
 
-    frames, train_open = training_openings(data)
+    frames, train_open = training
     train_feats = _mel_windows(load_audio(data / "aud.wav"))
     regressor = OpeningRegressor(_rows(train_feats, [int(f["aud_id"]) for f in frames]), train_open)
     predicted = regressor.predict(_rows(_mel_windows(audio), aud_ids))
@@ -419,20 +420,19 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
     open_pred = mouth_opening(lms_pred)
     open_gt = None if lms_gt is None else mouth_opening(lms_gt)
     aud_ids = [int(f["aud_id"]) for f in render["index"]]
+    training = training_openings(Path(render["data"])) if render["data"] is not None else None
     if audio is not None:
         envelope = audio_envelope(audio, 16000, frame_ids=aud_ids)
         sync = sync_score(open_pred, envelope)
         if open_gt is not None:
             sync_gt = sync_score(open_gt, envelope)
-        if render["data"] is not None and (Path(render["data"]) / "aud.wav").is_file():
-            predicted = predicted_sync(Path(render["data"]), audio, aud_ids, open_pred, open_gt)
+        if training is not None and (Path(render["data"]) / "aud.wav").is_file():
+            predicted = predicted_sync(Path(render["data"]), training, audio, aud_ids, open_pred, open_gt)
             sync["corr_pred"] = predicted["corr_pred"]
             if sync_gt is not None:
                 sync_gt["corr_pred"] = predicted["corr_pred_gt"]
-    spread = None
-    if metrics is None and render["data"] is not None:
-        # Without GT, the spread of the mouth is judged against the training video's.
-        spread = articulation(open_pred, training_openings(Path(render["data"]))[1])
+    # Without GT, the spread of the mouth is judged against the training video's.
+    spread = articulation(open_pred, training[1]) if metrics is None and training is not None else None
 
     result = {"name": name, "frames": len(preds), "source": render["source"], "split": render["split"],
               "data": None if render["data"] is None else str(render["data"]), "audio": audio_from,
