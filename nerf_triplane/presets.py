@@ -28,10 +28,11 @@ the rays on the lips, the 16000-step head reaches 3.6 and its held-out lips foll
 Lips finetuning (only with the AlexNet LPIPS weights) adds 1500 steps.
 ``--mouth_sup 1 --mouth_pretrain 600`` (nerf_triplane/mouth.py): the audio code's first 6
 channels are held to the frame's mouth shape. A/B by ``scripts/crossval.py`` (french.mp4, 5
-windows of 114 frames, folds 0, 2, 4 = first, middle, last; ``--preset cpu --iters 2000`` for
-both, one thread each), base -> mouth: mouth_corr 0.19 -> 0.40, 0.09 -> 0.47, -0.26 -> 0.76;
-opening std ratio 0.55 -> 0.76, 0.49 -> 0.71, 0.20 -> 0.72; LMD 2.38 -> 2.22, 2.19 -> 1.93,
-2.47 -> 1.52 px (floor 2.44, 2.37, 2.26); PSNR 30.94 -> 30.93, 31.99 -> 32.15, 31.10 -> 31.26 dB;
+windows of 114 frames, folds 0, 1, 2, 4; ``--preset cpu --iters 2000`` for both, one thread
+each), base -> mouth: mouth_corr 0.19 -> 0.40, -0.11 -> 0.58, 0.09 -> 0.47, -0.26 -> 0.76;
+opening std ratio 0.55 -> 0.76, 0.37 -> 0.68, 0.49 -> 0.71, 0.20 -> 0.72; LMD 2.38 -> 2.22,
+2.03 -> 1.50, 2.19 -> 1.93, 2.47 -> 1.52 px (floor 2.44, 1.79, 2.37, 2.26); PSNR 30.94 -> 30.93,
+32.16 -> 32.50, 31.99 -> 32.15, 31.10 -> 31.26 dB; on folds 0, 2, 4
 held-out lips PSNR gain with own vs other audio (scripts/audio_influence.py) 0.23 -> 1.77,
 0.32 -> 2.30, 0.15 -> 3.33 dB. May_5s (last 11 frames, 1000 steps): PSNR 29.31 -> 29.77, LMD
 3.75 -> 3.21, mouth_corr 0.21 -> 0.20. Adopted; the 16000-step schedule was not re-run with it.
