@@ -84,6 +84,24 @@ class MouthBasis:
         return (aligned_mouth(lms) - self.mean) @ self.components.T / self.scale
 
 
+def concordance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lin's concordance correlation of each column over the rows.
+
+    The MSE-best prediction of an uncertain target is shrunk toward its mean by the
+    correlation, so a mouth predicted by MSE alone opens less than the real one on unseen audio
+    (it mumbles); concordance is highest for a prediction with the target's own spread.
+
+    Args:
+        pred, target: [B, K]
+    Returns:
+        [K] in [-1, 1]: 2 cov / (var_pred + var_target + (mean difference)^2)
+    """
+    mp, mt = pred.mean(0), target.mean(0)
+    cov = ((pred - mp) * (target - mt)).mean(0)
+    denom = pred.var(0, unbiased=False) + target.var(0, unbiased=False) + (mp - mt) ** 2
+    return 2 * cov / denom.clamp(min=1e-8)
+
+
 class MouthSupervision:
     """Targets and loss tying the first ``k`` audio-code channels to the mouth shape.
 
@@ -92,15 +110,28 @@ class MouthSupervision:
         audio_window: loader position -> the model's audio input for that frame
             (``NeRFDataset.get_audio_window``)  # [8|1, A, T]
         k: mouth components (<= the audio code size, 32).
+        spread: weight of the concordance term (``--mouth_spread``), which holds the spread of
+            the predicted mouth to the measured one's; 0 = MSE only.
     """
 
-    def __init__(self, lms: np.ndarray, audio_window: Callable[[int], torch.Tensor], k: int = 6):
+    def __init__(self, lms: np.ndarray, audio_window: Callable[[int], torch.Tensor], k: int = 6,
+                 spread: float = 0.0):
         self.basis = MouthBasis(lms, k)
         targets = self.basis.project(lms)
         self.valid = np.flatnonzero(np.isfinite(targets).all(axis=1))  # positions with landmarks
+        self._valid_set = set(self.valid.tolist())
         self.targets = torch.from_numpy(np.nan_to_num(targets)).float()  # [N, K]
         self.audio_window = audio_window
         self.k = k
+        self.spread = spread
+        spreads = self.targets[self.valid].var(dim=0)  # [K]
+        self.channel_weight = spreads / spreads.sum()
+
+    def teacher(self, position: int) -> torch.Tensor | None:
+        """Measured mouth coefficients of one training position, None without landmarks  # [1, K]."""
+        if position not in self._valid_set:
+            return None
+        return self.targets[position:position + 1]
 
     def codes(self, model, positions: list[int]) -> torch.Tensor:
         """Audio codes of training positions  # [B, 32]."""
@@ -108,13 +139,18 @@ class MouthSupervision:
 
     def loss(self, model, batch: int, positions: list[int] | None = None) -> torch.Tensor:
         """MSE between ``enc_a[:, :k]`` and the mouth coefficients of ``batch`` random frames
-        (drawn from torch's global RNG, so resumed runs draw the same) or of ``positions``."""
+        (drawn from torch's global RNG, so resumed runs draw the same) or of ``positions``,
+        plus ``spread`` x the concordance loss over the batch (see :func:`concordance`)."""
         if positions is None:
             pick = torch.randint(len(self.valid), (batch,))
             positions = self.valid[pick.numpy()].tolist()
-        codes = self.codes(model, positions)
+        codes = self.codes(model, positions)[:, :self.k].float()
         target = self.targets[positions].to(codes.device)
-        return ((codes[:, :self.k].float() - target) ** 2).mean()
+        loss = ((codes - target) ** 2).mean()
+        if self.spread > 0 and len(positions) > 1:
+            weight = self.channel_weight.to(codes.device)
+            loss = loss + self.spread * ((1 - concordance(codes, target)) * weight).sum()
+        return loss
 
     def pretrain(self, model, steps: int, batch: int = 32, lr: float = 1e-3) -> float:
         """Fit the audio path (AudioNet, AudioAttNet) alone before the NeRF starts.

@@ -13,7 +13,8 @@ Deviations from the reference, each deliberate:
 - Added: ``--device``, ``--eval_interval``, ``--save_interval``, ``--max_keep_ckpt``,
   ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``,
   ``--face_rays``/``--lips_rays`` (default 0 = the reference's uniform sampling), ``--lr_aud``
-  (default 1 = the reference's learning rates), ``--mouth_sup``/``--mouth_pretrain``/``--mouth_k``
+  (default 1 = the reference's learning rates), ``--mouth_sup``/``--mouth_pretrain``/``--mouth_k``/
+  ``--mouth_spread``/``--mouth_teacher``
   (mouth-shape targets for the audio code, ``nerf_triplane/mouth.py``; default off).
 Flags of features that are not built raise a clear error in `main.py` (see
 ``UNBUILT``) instead of being ignored.
@@ -97,6 +98,12 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--mouth_pretrain", type=int, default=0,
                    help="steps fitting the audio path to the mouth shapes before the head trains (0 = none)")
     g.add_argument("--mouth_k", type=int, default=6, help="mouth-shape components the audio code carries")
+    g.add_argument("--mouth_spread", type=float, default=0.0,
+                   help="weight of a concordance term that keeps the predicted mouth as wide open as the "
+                        "measured one (0 = MSE only)")
+    g.add_argument("--mouth_teacher", type=float, default=0.0,
+                   help="share of head steps whose NeRF sees the frame's measured mouth shape in the audio "
+                        "code's mouth channels (0 = never, the reference)")
     g.add_argument("--init_lips", action="store_true", help="unused by the reference, kept for compatibility")
     g.add_argument("--finetune_lips", action="store_true", help="lips LPIPS finetuning stage")
     g.add_argument("--smooth_lips", action="store_true", help="smooth the audio code over time at inference")
@@ -158,8 +165,10 @@ def finalize(opt: argparse.Namespace) -> argparse.Namespace:
             raise ValueError(f"--{flag} is a fraction in [0, 1], got {getattr(opt, flag)}")
     if opt.face_rays + opt.lips_rays > 1.0:
         raise ValueError(f"--face_rays + --lips_rays must not exceed 1, got {opt.face_rays + opt.lips_rays}")
-    if opt.mouth_sup < 0 or opt.mouth_pretrain < 0:
-        raise ValueError("--mouth_sup and --mouth_pretrain must be >= 0")
+    if opt.mouth_sup < 0 or opt.mouth_pretrain < 0 or opt.mouth_spread < 0:
+        raise ValueError("--mouth_sup, --mouth_pretrain and --mouth_spread must be >= 0")
+    if not 0 <= opt.mouth_teacher <= 1:
+        raise ValueError(f"--mouth_teacher is a share of steps in [0, 1], got {opt.mouth_teacher}")
     if not 1 <= opt.mouth_k <= 32:
         raise ValueError(f"--mouth_k must be in 1..32 (the audio code has 32 channels), got {opt.mouth_k}")
     return opt

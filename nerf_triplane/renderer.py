@@ -275,7 +275,7 @@ class NeRFRenderer(nn.Module):
     def render(self, rays_o: torch.Tensor, rays_d: torch.Tensor, auds: torch.Tensor | None,
                bg_coords: torch.Tensor, poses: torch.Tensor, eye: torch.Tensor | None = None, index=0,
                dt_gamma: float = 0.0, bg_color=None, perturb: bool = False, force_all_rays: bool = False,
-               max_steps: int = 16, T_thresh: float = 1e-4) -> dict:
+               max_steps: int = 16, T_thresh: float = 1e-4, mouth: torch.Tensor | None = None) -> dict:
         """Render the rays of one frame: head over (torso over background).
 
         Args:
@@ -292,6 +292,8 @@ class NeRFRenderer(nn.Module):
                 marcher never drops rays.
             max_steps: samples per ray of the marcher.
             T_thresh: early-termination transmittance.
+            mouth: measured mouth-shape coefficients [1, K] that replace the first K channels
+                of the audio code (training with ``--mouth_teacher``); None keeps the audio's.
         Returns:
             ``image`` [B, N, 3] in [0, 1], ``depth`` [B, N] (normalised to [0, 1] between
             near and far), ``weights_sum``, ``ambient_aud``, ``ambient_eye``, ``uncertainty``
@@ -305,6 +307,9 @@ class NeRFRenderer(nn.Module):
         aabb = self.aabb_train if self.training else self.aabb_infer
         nears, fars = near_far_from_aabb(rays_o, rays_d, aabb, self.min_near)
         enc_a = self._encode_audio_smoothed(auds)
+        if mouth is not None:
+            k = mouth.shape[-1]
+            enc_a = torch.cat([mouth.reshape(1, k).to(enc_a), enc_a[:, k:]], dim=1)
         code, _ = self._codes(index)
         eye = eye.reshape(1, 1).float() if (self.exp_eye and eye is not None) else None
         if self.exp_eye and eye is None:

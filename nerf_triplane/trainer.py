@@ -282,7 +282,7 @@ class Trainer:
             gt = srgb_to_linear(gt)
         N = gt.shape[1]
         out = model.render(data["rays_o"], data["rays_d"], data["auds"], data["bg_coords"], data["poses"],
-                           bg_color=data["bg_color"],
+                           bg_color=data["bg_color"], mouth=self._teacher_mouth(data),
                            **self._render_args(data, True, opt.patch_size > 1 or opt.train_camera))
         pred = out["image"]
         face = data["face_mask"].reshape(-1)  # [N] bool
@@ -337,6 +337,20 @@ class Trainer:
         if self.global_step % REG_INTERVAL == 0 and not self.flip_finetune_lips:
             loss = loss + s * 1e-5 * self._smoothness(out["rays"])
         return pred, gt, loss
+
+    def _teacher_mouth(self, data: dict) -> torch.Tensor | None:
+        """The frame's measured mouth shape [1, K] on a ``--mouth_teacher`` share of head steps.
+
+        Seeing the true mouth shape in the code's mouth channels teaches the NeRF to draw the
+        mouth from those channels rather than from the pose or the other channels, so at test
+        time the audio's prediction of them drives the lips at full amplitude.
+        """
+        if self.mouth is None or self.opt.mouth_teacher <= 0:
+            return None
+        # Drawn from torch's global RNG every step, so resumed runs draw the same.
+        if torch.rand(()).item() >= self.opt.mouth_teacher:
+            return None
+        return self.mouth.teacher(int(data["index"][0]))
 
     def _smoothness(self, rays) -> torch.Tensor:
         """MSE between attention/uncertainty outputs at the samples and at jittered samples."""
@@ -424,8 +438,9 @@ class Trainer:
             raise ValueError(f"{n} training frames need --ind_num > {n} (per-frame codes), got {opt.ind_num}")
         self._set_train_data(dataset)
         self.mouth = None
-        if not opt.torso and (opt.mouth_sup > 0 or opt.mouth_pretrain > 0):
-            self.mouth = MouthSupervision(dataset.landmarks, dataset.get_audio_window, opt.mouth_k)
+        if not opt.torso and (opt.mouth_sup > 0 or opt.mouth_pretrain > 0 or opt.mouth_teacher > 0):
+            self.mouth = MouthSupervision(dataset.landmarks, dataset.get_audio_window, opt.mouth_k,
+                                           opt.mouth_spread)
             if self.global_step == 0 and opt.mouth_pretrain > 0:
                 last = self.mouth.pretrain(self.model, opt.mouth_pretrain)
                 self.log(f"[INFO] audio path fitted to {opt.mouth_k} mouth components "

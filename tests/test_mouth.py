@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nerf_triplane.mouth import MouthBasis, MouthSupervision, aligned_mouth
+from nerf_triplane.mouth import MouthBasis, MouthSupervision, aligned_mouth, concordance
 from nerf_triplane.sync import mouth_opening
 from tests.conftest import single_thread, tiny_args
 
@@ -81,6 +81,51 @@ def test_supervision_fits_codes_that_carry_the_mouth():
     assert abs(np.corrcoef(code, openings)[0, 1]) > 0.9
 
 
+def test_concordance_rewards_the_full_spread():
+    """Correlation ignores a shrunk prediction; concordance does not."""
+    t = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    t = t - t.mean(0)
+    torch.testing.assert_close(concordance(t, t), torch.ones(2))
+    shrunk = concordance(0.5 * t, t)
+    assert (shrunk < 0.85).all() and (shrunk > 0.75).all()  # 2 * 0.5 / (0.25 + 1) = 0.8
+    assert (concordance(-t, t) < -0.99).all()
+    assert (concordance(t + 1.0, t) < 0.7).all()
+
+
+def test_spread_term_keeps_the_predicted_mouth_open():
+    """With audio that only half explains the opening, MSE alone predicts a mouth that opens
+    about half as wide as the measured one; ``spread`` brings the predicted spread back up."""
+    from nerf_triplane.audio_nets import AudioNet
+
+    rng = np.random.default_rng(3)
+    openings = rng.uniform(0, 1, 256)
+    lms = np.stack([face(o) for o in openings])
+    heard = openings + rng.normal(0, 0.3, 256)  # what the audio tells of the opening
+    audio = torch.from_numpy(heard).float()[:, None, None].expand(256, 4, 16).contiguous()
+
+    class Toy(torch.nn.Module):
+        att, emb = 0, False
+
+        def __init__(self):
+            super().__init__()
+            self.audio_net = AudioNet(4, 32)
+
+        def encode_audio(self, a):
+            return self.audio_net(a)
+
+    ratios = []
+    for spread in (0.0, 4.0):
+        torch.manual_seed(0)
+        model = Toy()
+        sup = MouthSupervision(lms, lambda k: audio[k:k + 1], k=1, spread=spread)
+        with single_thread():
+            sup.pretrain(model, steps=400, batch=32, lr=3e-3)
+            with torch.no_grad():
+                code = sup.codes(model, list(range(256)))[:, 0].numpy()
+        ratios.append(code.std() / sup.targets[:, 0].numpy().std())
+    assert ratios[0] < 0.85 and ratios[1] > ratios[0] + 0.1, ratios
+
+
 def test_mouth_options_train_the_head(subject, tmp_path):
     """--mouth_pretrain / --mouth_sup run inside a normal head training; without them the
     audio path is untouched by the mouth targets (default = the reference)."""
@@ -89,8 +134,23 @@ def test_mouth_options_train_the_head(subject, tmp_path):
 
     with pytest.raises(ValueError, match="mouth_k"):
         parse_args(tiny_args(subject, tmp_path, "--mouth_k", "40"))
+    with pytest.raises(ValueError, match="mouth_teacher"):
+        parse_args(tiny_args(subject, tmp_path, "--mouth_teacher", "1.5"))
     with single_thread():
         assert cli.main(tiny_args(subject, tmp_path / "ws", "--iters", 30, "--mouth_sup", 1,
-                                  "--mouth_pretrain", 20)) == 0
+                                  "--mouth_pretrain", 20, "--mouth_teacher", 0.5, "--mouth_spread", 1)) == 0
     log = next((tmp_path / "ws").glob("log_*.txt")).read_text()
     assert "audio path fitted to 6 mouth components" in log
+
+
+def test_teacher_targets_follow_the_landmarks():
+    """``MouthSupervision.teacher`` gives a training position's measured coefficients, and
+    nothing for a frame without landmarks."""
+    openings = np.linspace(0, 1, 12)
+    lms = np.stack([face(o) for o in openings])
+    lms[5] = np.nan
+    sup = MouthSupervision(lms, lambda k: torch.zeros(1, 4, 16), k=3)
+    assert sup.teacher(5) is None
+    first = torch.cat([sup.teacher(i) for i in range(12) if i != 5])[:, 0].numpy()
+    assert sup.teacher(0).shape == (1, 3)
+    assert abs(np.corrcoef(first, np.delete(openings, 5))[0, 1]) > 0.99

@@ -330,3 +330,27 @@ def test_empty_occupancy_renders_background_and_backpropagates():
     torch.testing.assert_close(out["image"][0], BG.expand(len(OFFSETS), 3))
     assert out["rays"][0].shape == (0, 3)
     out["image"].sum().backward()
+
+
+def test_mouth_replaces_the_first_audio_channels():
+    """``render(mouth=...)`` (--mouth_teacher) swaps the code's first K channels for the given
+    mouth shape: the same values as the audio's change nothing, others reach the head network
+    (the rest of the code kept), and a fully swapped code passes no gradient to the audio path."""
+    model = make_model("--exp_eye")
+    g = torch.Generator().manual_seed(2)
+    rays_o = torch.tensor([0.0, 0.0, 2.0]) + 0.2 * torch.randn(1, 30, 3, generator=g)
+    rays_d = F.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.2 * torch.randn(1, 30, 3, generator=g), dim=-1)
+    auds = torch.randn(8, 32, 16, generator=g)
+    model.train()
+    own = model.encode_audio(auds)[:, :4].detach()
+    plain = render(model, rays_o, rays_d, auds=auds, index=0)
+    same = render(model, rays_o, rays_d, auds=auds, index=0, mouth=own)
+    other = render(model, rays_o, rays_d, auds=auds, index=0, mouth=own + 3.0)
+    torch.testing.assert_close(same["image"], plain["image"], atol=1e-6, rtol=0)
+    assert not torch.equal(other["image"], plain["image"])
+    enc_a = other["rays"][2]  # the code the head network saw
+    assert torch.equal(enc_a[:, :4], own + 3.0)
+    torch.testing.assert_close(enc_a[:, 4:], plain["rays"][2][:, 4:])
+    model.zero_grad()
+    render(model, rays_o, rays_d, auds=auds, index=0, mouth=torch.zeros(1, 32))["image"].sum().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.audio_net.parameters())
