@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_utils.atomic import check_writable
 from nerf_triplane.options import UNBUILT, parse_args
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".mp4", ".m4a", ".flac", ".ogg", ".aac", ".mkv", ".mov")
@@ -116,14 +117,13 @@ def load_head_for_torso(model, path: str, train_frames: int) -> None:
         path: head checkpoint (``ngp.pth`` or ``ngp_ep*.pth`` of a head workspace).
         train_frames: number of training frames of this run; must match the head's.
     """
+    from nerf_triplane.checkpoint import read_checkpoint
     from nerf_triplane.trainer import check_compatible
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--head_ckpt {path} not found (give the head workspace's checkpoints/ngp.pth)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "model" not in ckpt:
-        ckpt = {"model": ckpt}
+    ckpt = read_checkpoint(path)
     state = ckpt["model"]
     if not any(k.startswith("sigma_net") for k in state):
         raise ValueError(f"--head_ckpt {path} holds no head network (no sigma_net weights)")
@@ -160,6 +160,7 @@ def run(opt, argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     device = pick_device(opt.device)
     workspace = Path(opt.workspace)
+    check_writable(workspace)
 
     if opt.test:
         aud_arg = str(Path(opt.aud).resolve()) if opt.aud else ""
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return run(opt, argv)
-    except (UsageError, FileNotFoundError, ValueError, FloatingPointError) as e:
+    except (UsageError, OSError, ValueError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

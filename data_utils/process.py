@@ -24,7 +24,7 @@ from typing import Callable
 if __package__ in (None, ""):  # run as a script: make `data_utils` importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data_utils.atomic import save_npy, write_json  # noqa: E402
+from data_utils.atomic import check_writable, remove_stale_temps, save_npy, write_json  # noqa: E402
 from data_utils.audio import extract_wav, load_audio  # noqa: E402
 from data_utils.audio_features import engine_for, extract_features, feature_file_for  # noqa: E402
 from data_utils.frames import extract_frames, probe_video  # noqa: E402
@@ -231,7 +231,10 @@ def run_pipeline(args: argparse.Namespace, echo: Callable[[str], None] = print) 
     engine_for(args.asr_model)
     steps = _parse_tasks(args.task)
     job = Job(video=video.resolve(), args=args, meta=probe_video(video))
+    check_writable(job.root)
     claim_folder(job.video)
+    # A killed earlier run may have left temporaries; its finished outputs are complete.
+    remove_stale_temps(job.root)
 
     log_path = job.root / LOG_NAME
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
@@ -292,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         run = run_pipeline(args)
-    except (PipelineError, FileNotFoundError, ValueError, ImportError) as err:
+    except (PipelineError, OSError, ValueError, ImportError) as err:
         print(f"process.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(f"total {run['total_seconds']:.1f} s")

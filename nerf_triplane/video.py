@@ -14,6 +14,8 @@ from typing import Iterable
 import imageio_ffmpeg
 import numpy as np
 
+from data_utils.atomic import commit
+
 
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
@@ -85,12 +87,12 @@ class VideoWriter:
         self.count += 1
 
     def close(self) -> Path:
-        """Finish encoding and move the file into place; returns its path."""
+        """Finish encoding, sync the file and move it into place; returns its path."""
         if self._writer is None:
             raise ValueError(f"no frames to write into {self.path}")
         self._writer.close()
         self._writer = None
-        os.replace(self.tmp, self.path)
+        commit(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:
