@@ -1,0 +1,64 @@
+"""Checks of the input video of ``data_utils/process.py``: fatal problems stop before any
+work with one message naming the video and the fix; problems a run survives become warnings.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MIN_SECONDS = 1.0  # shorter videos train a poor model (warning)
+MIN_AUDIO_COVER = 0.9  # the audio must span this fraction of the video (error)
+GRAY_TOLERANCE = 3  # max |R-G|, |G-B| (0-255) of a frame counted as colourless
+
+
+def check_frame_size(meta: dict, video: Path) -> None:
+    """Refuse odd frame sizes: the rendered videos are H.264 yuv420p, which needs even ones.
+
+    Args:
+        meta: ``data_utils.frames.probe_video`` of ``video`` (``width``, ``height`` in pixels).
+    """
+    w, h = meta["width"], meta["height"]
+    if w % 2 or h % 2:
+        raise ValueError(f"{video} is {w}x{h}: an odd width or height cannot be rendered back to H.264 video; "
+                         f"crop it to an even size first (ffmpeg -i {video.name} -vf crop={w - w % 2}:{h - h % 2} "
+                         f"cropped.mp4)")
+
+
+def video_warnings(meta: dict, video: Path) -> list[str]:
+    """Problems of the video header a run survives, as one-line messages.
+
+    Args:
+        meta: ``probe_video`` of ``video`` (``duration`` in seconds, ``fps``).
+    """
+    out = []
+    if meta["duration"] < MIN_SECONDS:
+        out.append(f"{video} is only {meta['duration']:.2f} s long: a model trained on under {MIN_SECONDS:.0f} s "
+                   f"of video is poor (use a few minutes of one person talking)")
+    return out
+
+
+def check_audio_covers(audio_seconds: float, meta: dict, video: Path) -> None:
+    """Refuse audio much shorter than the video: frames past its end would get no features.
+
+    Args:
+        audio_seconds: length of the extracted ``aud.wav`` in seconds.
+        meta: ``probe_video`` of ``video`` (``duration`` in seconds).
+    """
+    if audio_seconds < MIN_AUDIO_COVER * meta["duration"]:
+        raise ValueError(f"{video}: its audio lasts {audio_seconds:.2f} s but the video {meta['duration']:.2f} s, "
+                         f"so frames past the audio would have no features; cut the video to the audio "
+                         f"(ffmpeg -i {video.name} -t {audio_seconds:.2f} cut.mp4)")
+
+
+def grayscale_warning(frames: list[Path]) -> str | None:
+    """A warning when the sampled frames (``.jpg`` paths) carry no colour, else None."""
+    if not frames:
+        return None
+    for path in frames[:: max(1, len(frames) // 5)]:
+        img = cv2.imread(str(path)).astype(np.int16)
+        if np.abs(img[..., 0] - img[..., 1]).max() > GRAY_TOLERANCE or \
+                np.abs(img[..., 1] - img[..., 2]).max() > GRAY_TOLERANCE:
+            return None
+    return f"{frames[0].parent}: the frames are grayscale; the model will render grayscale too"
