@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from data_utils.atomic import check_writable
+from nerf_triplane.option_checks import check_numbers
 from nerf_triplane.options import UNBUILT, parse_args
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".mp4", ".m4a", ".flac", ".ogg", ".aac", ".mkv", ".mov")
@@ -97,8 +98,13 @@ def prepare_novel_audio(opt, workspace: Path) -> Path | None:
         raise UsageError(f"--aud {src}: expected features .npy or audio {', '.join(AUDIO_SUFFIXES)}")
     from data_utils.audio import load_audio
     from data_utils.audio_features import extract_features
+    from data_utils.input_checks import check_audio_file, silence_warning
 
-    feats = extract_features(load_audio(src), engine=opt.asr_model, fps=25, weights=opt.asr_weights or None)
+    check_audio_file(src)
+    audio = load_audio(src)
+    if silent := silence_warning(audio, src):
+        print(f"warning: {silent}", file=sys.stderr)
+    feats = extract_features(audio, engine=opt.asr_model, fps=25, weights=opt.asr_weights or None)
     out = workspace / "results" / f"{src.stem}_feats.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.partial.npy")
@@ -154,6 +160,7 @@ def run(opt, argv: list[str] | None = None) -> int:
         from nerf_triplane.presets import apply_preset
 
         apply_preset(opt, argv)
+    check_numbers(opt)
     seed_everything(opt.seed)
     # The reference disables TF32 for precision; it only matters on CUDA.
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -62,3 +62,20 @@ def grayscale_warning(frames: list[Path]) -> str | None:
                 np.abs(img[..., 1] - img[..., 2]).max() > GRAY_TOLERANCE:
             return None
     return f"{frames[0].parent}: the frames are grayscale; the model will render grayscale too"
+
+
+SILENCE_RMS = 1e-3  # RMS (full scale 1) under which a recording counts as silent
+
+
+def check_audio_file(path: Path, flag: str = "--aud") -> None:
+    """Refuse an empty audio file before decoding it (ffmpeg's own message names no fix)."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{flag} {path} is empty (0 bytes): give a speech recording (.wav, .mp3, ...) "
+                         f"or a features .npy")
+
+
+def silence_warning(audio: np.ndarray, path: Path) -> str | None:
+    """A warning when ``audio`` (samples in [-1, 1]) is silent, else None."""
+    if audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENCE_RMS:
+        return f"{path} is silent: the rendered mouth will stay closed"
+    return None
