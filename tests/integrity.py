@@ -27,8 +27,8 @@ def folder_digest(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
     return out
 
 
-# Append-only run logs: a refused run may add its lines there, by design.
-LOGS = ("log_ngp.txt",)
+# Run logs (messages, options of each start, step timings): a run may add its entries there.
+LOGS = ("log_ngp.txt", "opt.txt", "process_log.json")
 
 
 def changed_files(before: dict[str, str], after: dict[str, str]) -> list[str]:
