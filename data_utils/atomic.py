@@ -32,6 +32,9 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 class WriteError(OSError):
     """An output could not be written (disk full, quota, read-only, no permission)."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]" prefix
+        return self.strerror
+
 
 def storage_error(err: OSError, target: Path, kept: str = " (the previous version of the file is kept)") -> OSError:
     """``err`` turned into a :class:`WriteError` naming ``target`` and the fix, when it is a

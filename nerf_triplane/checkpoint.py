@@ -109,7 +109,13 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     and fsync the folder (``data_utils.atomic``); a failure leaves the old ``path`` intact."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:
+                # A failed write (full disk) surfaces as a zip-writer RuntimeError; report the write.
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from err
+                raise
     return Path(path)
 
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 import tqdm
 
-from data_utils.atomic import fsync_path
+from data_utils.atomic import fsync_path, storage_error
 from data_utils.pause import pause_point
 
 from .checkpoint import (CheckpointDir, atomic_write_text, read_checkpoint, rng_state, save_checkpoint_file,
@@ -159,7 +159,10 @@ class FrameDir:
         """Write the next frame, uint8 RGB [H, W, 3]."""
         import imageio.v2 as imageio
 
-        imageio.imwrite(self.tmp / f"{self.count:04d}.png", frame_u8)
+        try:
+            imageio.imwrite(self.tmp / f"{self.count:04d}.png", frame_u8)
+        except OSError as err:
+            raise storage_error(err, self.path) from err
         self.count += 1
 
     def commit(self, index: dict) -> Path:

@@ -5,8 +5,10 @@ No system ffmpeg is needed: every call goes through the binary that ships inside
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterable
@@ -14,7 +16,11 @@ from typing import Iterable
 import imageio_ffmpeg
 import numpy as np
 
-from data_utils.atomic import commit
+from data_utils.atomic import WriteError, commit, storage_error
+from data_utils.frames import probe_video as probe_header
+
+# Free bytes under which a failed encode is blamed on a full disk.
+LOW_SPACE = 1 << 20
 
 
 def ffmpeg_exe() -> str:
@@ -92,8 +98,24 @@ class VideoWriter:
             raise ValueError(f"no frames to write into {self.path}")
         self._writer.close()
         self._writer = None
+        self._check_complete()
         commit(self.tmp, self.path)
         return self.path
+
+    def _check_complete(self) -> None:
+        """Raise (and delete the temporary file) unless ffmpeg finished a readable video of all
+        frames: imageio-ffmpeg does not report ffmpeg's exit status, and a full disk leaves
+        an mp4 without its index."""
+        try:
+            complete = probe_header(self.tmp)["n_frames"] >= self.count - 2  # the muxed audio may round
+        except (ValueError, FileNotFoundError):
+            complete = False
+        if complete:
+            return
+        self.tmp.unlink(missing_ok=True)
+        if shutil.disk_usage(self.path.parent).free < LOW_SPACE:
+            raise storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), self.path)
+        raise WriteError(errno.EIO, f"cannot write {self.path}: ffmpeg did not finish it (its message is above)")
 
     def abort(self) -> None:
         """Stop encoding and delete the partial file."""

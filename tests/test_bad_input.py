@@ -212,6 +212,42 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(subject, tra
     assert sorted(p.name for p in (ws / "checkpoints").iterdir()) == ["ngp.pth", "ngp_ep0001.pth"]
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real tmpfs of 16 MiB at ``tmp_path / "disk"`` (needs root: skipped otherwise)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_real_full_disk_during_training_and_video(subject, small_disk, tmp_path, capsys):
+    """On a real 16 MiB disk: the second epoch's checkpoint (9.6 MB) does not fit next to the
+    first one and ngp.pth; then a video does not fit either."""
+    ws = small_disk / "ws"
+    code = cli.main(tiny_args(subject, ws, "--iters", 2 * HEAD_ITERS, "--eval_interval", 1))
+    line = assert_refused(code, capsys, "cannot write", "ngp_ep0002.pth", "No space left", "free disk space")
+    assert "Errno" not in line
+    assert sorted(p.name for p in (ws / "checkpoints").iterdir()) == ["ngp.pth", "ngp_ep0001.pth"]
+    assert checkpoint.read_checkpoint(ws / "checkpoints" / "ngp_ep0001.pth")["global_step"] == HEAD_ITERS
+
+    from nerf_triplane.video import VideoWriter
+
+    (small_disk / "fill").write_bytes(b"\0" * (16 * 2 ** 20 - sum(
+        p.stat().st_size for p in small_disk.rglob("*") if p.is_file()) - 50_000))
+    noise = np.random.default_rng(0).integers(0, 256, (40, 256, 256, 3), dtype=np.uint8)
+    with pytest.raises(OSError, match="cannot write .*noise.mp4: No space left"):
+        with VideoWriter(small_disk / "noise.mp4") as video:
+            for frame in noise:
+                video.append(frame)
+    assert not [p for p in small_disk.iterdir() if "noise" in p.name]
+
+
 # ---------------------------------------------------------------------------- process.py
 
 def ffmpeg(*args) -> None:
