@@ -3,14 +3,20 @@ work with one message naming the video and the fix; problems a run survives beco
 """
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from data_utils.audio import ffmpeg_exe
+
 MIN_SECONDS = 1.0  # shorter videos train a poor model (warning)
 MIN_AUDIO_COVER = 0.9  # the audio must span this fraction of the video (error)
 GRAY_TOLERANCE = 3  # max |R-G|, |G-B| (0-255) of a frame counted as colourless
+_RATE = re.compile(r"([\d.]+) fps")
+_TBR = re.compile(r"([\d.]+)k? tbr")
 
 
 def check_frame_size(meta: dict, video: Path) -> None:
@@ -37,6 +43,22 @@ def video_warnings(meta: dict, video: Path) -> list[str]:
         out.append(f"{video} is only {meta['duration']:.2f} s long: a model trained on under {MIN_SECONDS:.0f} s "
                    f"of video is poor (use a few minutes of one person talking)")
     return out
+
+
+def variable_rate_warning(video: Path) -> str | None:
+    """A warning when the video's average frame rate differs from its nominal one (ffmpeg's
+    ``fps`` vs ``tbr`` in the header: a variable-frame-rate file, e.g. a phone recording)."""
+    info = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(video)],
+                          capture_output=True).stderr.decode(errors="replace")
+    line = next((ln for ln in info.splitlines() if ": Video: " in ln), "")
+    avg, nominal = _RATE.search(line), _TBR.search(line)
+    if avg is None or nominal is None:
+        return None
+    avg, nominal = float(avg.group(1)), float(nominal.group(1))
+    if abs(avg - nominal) <= 0.01 * nominal:
+        return None
+    return (f"{video} has a variable frame rate ({avg:g} fps on average, {nominal:g} nominal): frames are "
+            f"resampled to a constant 25 fps by their timestamps")
 
 
 def check_audio_covers(audio_seconds: float, meta: dict, video: Path) -> None:

@@ -30,7 +30,7 @@ from data_utils.audio import SAMPLE_RATE, extract_wav, load_audio  # noqa: E402
 from data_utils.audio_features import engine_for, extract_features, feature_file_for  # noqa: E402
 from data_utils.frames import extract_frames, probe_video  # noqa: E402
 from data_utils.input_checks import (check_audio_covers, check_frame_size, grayscale_warning,  # noqa: E402
-                                     video_warnings)
+                                     variable_rate_warning, video_warnings)
 
 FPS = 25
 LOG_NAME = "process_log.json"
@@ -239,8 +239,9 @@ def run_pipeline(args: argparse.Namespace, echo: Callable[[str], None] = print) 
     steps = _parse_tasks(args.task)
     job = Job(video=video.resolve(), args=args, meta=probe_video(video))
     check_frame_size(job.meta, job.video)
-    for message in video_warnings(job.meta, job.video):
-        warnings.warn(message)
+    for message in [*video_warnings(job.meta, job.video), variable_rate_warning(job.video)]:
+        if message:
+            warnings.warn(message)
     check_writable(job.root)
     claim_folder(job.video)
     # A killed earlier run may have left temporaries; its finished outputs are complete.

@@ -16,6 +16,7 @@ from scipy.io import wavfile
 
 import main as cli
 from data_utils import process
+from data_utils.frames import probe_video as probe_header
 from nerf_triplane import checkpoint
 from nerf_triplane.video import ffmpeg_exe
 from tests.conftest import HEAD_ITERS, shared_file, tiny_args
@@ -330,6 +331,24 @@ def test_video_under_one_second_warns(may, tmp_path, capsys):
     code, watch = run_process(capsys, video, "--task", "1")
     assert_warned(code, capsys, "is only 0.60 s long")
     watch.check()
+
+
+def test_variable_frame_rate_warns_and_resamples(may, tmp_path, capsys):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    source = shared_file("May_5s.mp4")
+    ffmpeg("-i", source, "-t", 1, "-an", *ENCODE[:4], parts / "a.mp4")
+    ffmpeg("-ss", 1, "-i", source, "-t", 1, "-r", 10, "-an", *ENCODE[:4], parts / "b.mp4")  # 25 fps, then 10
+    (parts / "list.txt").write_text("file a.mp4\nfile b.mp4\n")
+    ffmpeg("-f", "concat", "-i", parts / "list.txt", "-c", "copy", parts / "joined.mp4")
+    video = video_in_own_folder(tmp_path, "vfr")
+    ffmpeg("-i", parts / "joined.mp4", "-i", source, "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac",
+           "-shortest", video)
+    code, watch = run_process(capsys, video, "--task", "3")
+    assert_warned(code, capsys, "variable frame rate", "resampled to a constant 25 fps")
+    watch.check()
+    seconds = probe_header(video)["duration"]
+    assert abs(len(list((video.parent / "ori_imgs").glob("*.jpg"))) - 25 * seconds) <= 1  # constant 25 fps
 
 
 def test_audio_much_shorter_than_the_video(may, tmp_path, capsys):
