@@ -22,6 +22,10 @@ Deviations, each deliberate:
 - The lips/patch alternation of ``--finetune_lips`` is saved in checkpoints, so a resumed
   finetune run continues with the batch kind it would have drawn next.
 - ``test`` also writes every predicted frame losslessly (``results/<name>_frames/``).
+- Checkpoints are read as plain data (``torch.load(weights_only=True)``, ``checkpoint.py``)
+  and written durably (fsync, rename, fsync of the folder); none is written with NaN/inf weights.
+- A step whose loss or gradient is not finite is skipped, not applied (the reference raised);
+  ``--max_nonfinite`` in a row stop training (``nonfinite.py``).
 """
 from __future__ import annotations
 
