@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_utils.atomic import check_writable
+from data_utils.atomic import check_writable, save_npy
 from nerf_triplane.option_checks import check_numbers
 from nerf_triplane.options import UNBUILT, parse_args
 
@@ -106,10 +106,7 @@ def prepare_novel_audio(opt, workspace: Path) -> Path | None:
         print(f"warning: {silent}", file=sys.stderr)
     feats = extract_features(audio, engine=opt.asr_model, fps=25, weights=opt.asr_weights or None)
     out = workspace / "results" / f"{src.stem}_feats.npy"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.partial.npy")
-    np.save(tmp, feats)
-    os.replace(tmp, out)
+    save_npy(out, feats)
     print(f"[INFO] {src}: {feats.shape[0]} frames of {opt.asr_model} features -> {out}")
     opt.aud = str(out)
     return src
