@@ -8,6 +8,7 @@ import errno
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,13 +267,15 @@ def may(tmp_path_factory):
     return out
 
 
-def video_in_own_folder(tmp_path, name) -> "Path":  # noqa: F821
+def video_in_own_folder(tmp_path, name) -> Path:
     folder = tmp_path / name
     folder.mkdir()
     return folder / f"{name}.mp4"
 
 
-def run_process(capsys, video, *extra) -> tuple[int, "Watch"]:
+def run_process(video, *extra) -> tuple[int, Watch]:
+    """``process.py VIDEO EXTRA...`` in this process, with a :class:`Watch` of the video's folder
+    taken just before."""
     watch = Watch(video.parent)
     return process.main([str(video), *map(str, extra)]), watch
 
@@ -281,7 +284,7 @@ def test_no_face_in_any_frame(tmp_path, capsys):
     video = video_in_own_folder(tmp_path, "noface")
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=128x128:rate=25:d=1.2", "-f", "lavfi", "-i", "sine=d=1.2",
            *ENCODE, "-shortest", video)
-    code, watch = run_process(capsys, video)
+    code, watch = run_process(video)
     assert_refused(code, capsys, "no face found in 30/30 frames", "cut the video")
     watch.check()
     assert not list((video.parent / "ori_imgs").glob("*.lms"))
@@ -292,7 +295,7 @@ def test_faces_missing_in_more_than_a_tenth_of_the_frames(may, tmp_path, capsys)
     ffmpeg("-i", may, "-f", "lavfi", "-i", "color=black:size=512x512:rate=25:d=0.4", "-f", "lavfi", "-i",
            "anullsrc=r=44100:cl=mono:d=0.4", "-filter_complex", "[0:v][0:a][1:v][2:a]concat=n=2:v=1:a=1[v][a]",
            "-map", "[v]", "-map", "[a]", *ENCODE, video)
-    code, watch = run_process(capsys, video)
+    code, watch = run_process(video)
     assert_refused(code, capsys, "no face found in 10/40 frames (frames 30-39)")
     watch.check()
 
@@ -302,7 +305,7 @@ def test_several_faces_warn_and_use_the_largest(may, tmp_path, capsys):
     ffmpeg("-i", may, "-filter_complex", "[0:v][0:v]hstack[v]", "-map", "[v]", "-map", "0:a", *ENCODE, video)
     assert process.main([str(video), "--task", "3"]) == 0
     capsys.readouterr()
-    code, watch = run_process(capsys, video, "--task", "4")
+    code, watch = run_process(video, "--task", "4")
     assert_warned(code, capsys, "30 frames show several faces; used the largest")
     watch.check()
 
@@ -310,7 +313,7 @@ def test_several_faces_warn_and_use_the_largest(may, tmp_path, capsys):
 def test_no_audio_stream(may, tmp_path, capsys):
     video = video_in_own_folder(tmp_path, "mute")
     ffmpeg("-i", may, "-an", "-c:v", "copy", video)
-    code, watch = run_process(capsys, video)
+    code, watch = run_process(video)
     assert_refused(code, capsys, "has no audio stream")
     watch.check()
 
@@ -320,7 +323,7 @@ def test_unreadable_video(may, tmp_path, capsys, kind):
     video = video_in_own_folder(tmp_path, "bad")
     data = may.read_bytes()
     video.write_bytes({"corrupt": bytes(reversed(data)), "truncated": data[:20_000], "zero-length": b""}[kind])
-    code, watch = run_process(capsys, video)
+    code, watch = run_process(video)
     assert_refused(code, capsys, str(video))
     watch.check(strict=True)
 
@@ -328,7 +331,7 @@ def test_unreadable_video(may, tmp_path, capsys, kind):
 def test_video_under_one_second_warns(may, tmp_path, capsys):
     video = video_in_own_folder(tmp_path, "short")
     ffmpeg("-i", may, "-t", 0.6, *ENCODE, video)
-    code, watch = run_process(capsys, video, "--task", "1")
+    code, watch = run_process(video, "--task", "1")
     assert_warned(code, capsys, "is only 0.60 s long")
     watch.check()
 
@@ -344,7 +347,7 @@ def test_variable_frame_rate_warns_and_resamples(may, tmp_path, capsys):
     video = video_in_own_folder(tmp_path, "vfr")
     ffmpeg("-i", parts / "joined.mp4", "-i", source, "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac",
            "-shortest", video)
-    code, watch = run_process(capsys, video, "--task", "3")
+    code, watch = run_process(video, "--task", "3")
     assert_warned(code, capsys, "variable frame rate", "resampled to a constant 25 fps")
     watch.check()
     seconds = probe_header(video)["duration"]
@@ -354,7 +357,7 @@ def test_variable_frame_rate_warns_and_resamples(may, tmp_path, capsys):
 def test_audio_much_shorter_than_the_video(may, tmp_path, capsys):
     video = video_in_own_folder(tmp_path, "cut")
     ffmpeg("-i", may, "-filter_complex", "[0:a]atrim=0:0.3[a]", "-map", "0:v", "-map", "[a]", *ENCODE, video)
-    code, watch = run_process(capsys, video)
+    code, watch = run_process(video)
     assert_refused(code, capsys, "its audio lasts 0.3", "video 1.20 s", "cut the video to the audio")
     watch.check()
     assert not (video.parent / "aud.npy").exists()
@@ -363,7 +366,7 @@ def test_audio_much_shorter_than_the_video(may, tmp_path, capsys):
 def test_odd_and_non_square_resolution(may, tmp_path, capsys):
     video = video_in_own_folder(tmp_path, "odd")
     ffmpeg("-i", may, "-vf", "scale=721:1281", "-pix_fmt", "yuv444p", *ENCODE, video)
-    code, watch = run_process(capsys, video)
+    code, watch = run_process(video)
     assert_refused(code, capsys, "is 721x1281", "crop=720:1280")
     watch.check(strict=True)
 
@@ -371,7 +374,7 @@ def test_odd_and_non_square_resolution(may, tmp_path, capsys):
 def test_grayscale_video_warns(may, tmp_path, capsys):
     video = video_in_own_folder(tmp_path, "gray")
     ffmpeg("-i", may, "-vf", "hue=s=0", *ENCODE, video)
-    code, watch = run_process(capsys, video, "--task", "3")
+    code, watch = run_process(video, "--task", "3")
     assert_warned(code, capsys, "grayscale")
     watch.check()
 
@@ -387,7 +390,7 @@ def test_data_folder_that_cannot_be_written(may, tmp_path, capsys, monkeypatch):
         return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
-    code, watch = run_process(capsys, video)
+    code, watch = run_process(video)
     assert_refused(code, capsys, f"cannot write {video.parent}", "Read-only", "make the folder writable")
     watch.check(strict=True)
 
@@ -403,6 +406,6 @@ def test_disk_full_inside_a_step_keeps_the_earlier_output(may, tmp_path, capsys,
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(np, "save", full)
-    code, watch = run_process(capsys, video, "--task", "2", "--force")
+    code, watch = run_process(video, "--task", "2", "--force")
     assert_refused(code, capsys, "cannot write", "aud.npy", "free disk space")
     watch.check(strict=True)

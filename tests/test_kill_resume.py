@@ -11,7 +11,6 @@ import math
 import re
 
 import pytest
-import torch
 
 from nerf_triplane.checkpoint import read_checkpoint
 from nerf_triplane.video import probe_video
