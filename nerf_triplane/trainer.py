@@ -36,6 +36,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
@@ -515,7 +516,10 @@ class Trainer:
             # Under fp16 the grad scaler skips steps with non-finite gradients itself.
             self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.lr_scheduler.step()
+        with warnings.catch_warnings():
+            # A skipped first step trips torch's order check; the schedule follows global_step anyway.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+            self.lr_scheduler.step()
         if self.global_step % self.opt.ema_interval == 0:
             self.ema.update()
         if self.nonfinite.record(finite, self.global_step, data):

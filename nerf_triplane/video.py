@@ -105,9 +105,11 @@ class VideoWriter:
     def _check_complete(self) -> None:
         """Raise (and delete the temporary file) unless ffmpeg finished a readable video of all
         frames: imageio-ffmpeg does not report ffmpeg's exit status, and a full disk leaves
-        an mp4 without its index."""
+        an mp4 without its index (unreadable) or cut short."""
         try:
-            complete = probe_header(self.tmp)["n_frames"] >= self.count - 2  # the muxed audio may round
+            frames = probe_header(self.tmp)["n_frames"]
+            # With audio, -shortest may end the video early on purpose; readable is enough then.
+            complete = self.audio_path is not None or frames >= self.count - 1
         except (ValueError, FileNotFoundError):
             complete = False
         if complete:
