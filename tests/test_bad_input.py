@@ -395,6 +395,18 @@ def test_data_folder_that_cannot_be_written(may, tmp_path, capsys, monkeypatch):
     watch.check(strict=True)
 
 
+def test_real_full_disk_while_extracting_frames(may, small_disk, capsys):
+    video = small_disk / "may" / "may.mp4"
+    video.parent.mkdir()
+    shutil.copy(may, video)
+    free = 16 * 2 ** 20 - may.stat().st_size - 500_000  # 30 frames of 512x512 need ~1.5 MB
+    (small_disk / "fill").write_bytes(b"\0" * free)
+    code, watch = run_process(video, "--task", "3")
+    assert_refused(code, capsys, f"cannot write {video.parent / 'ori_imgs'}", "No space left", "free disk space")
+    watch.check()
+    assert sorted(p.name for p in video.parent.iterdir()) == ["may.mp4", "subject.json"]  # no partial frames
+
+
 def test_disk_full_inside_a_step_keeps_the_earlier_output(may, tmp_path, capsys, monkeypatch):
     video = video_in_own_folder(tmp_path, "full")
     shutil.copy(may, video)
