@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_utils.atomic import check_writable, save_npy
+from nerf_triplane.option_checks import check_numbers
 from nerf_triplane.options import UNBUILT, parse_args
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".mp4", ".m4a", ".flac", ".ogg", ".aac", ".mkv", ".mov")
@@ -96,13 +98,15 @@ def prepare_novel_audio(opt, workspace: Path) -> Path | None:
         raise UsageError(f"--aud {src}: expected features .npy or audio {', '.join(AUDIO_SUFFIXES)}")
     from data_utils.audio import load_audio
     from data_utils.audio_features import extract_features
+    from data_utils.input_checks import check_audio_file, silence_warning
 
-    feats = extract_features(load_audio(src), engine=opt.asr_model, fps=25, weights=opt.asr_weights or None)
+    check_audio_file(src)
+    audio = load_audio(src)
+    if silent := silence_warning(audio, src):
+        print(f"warning: {silent}", file=sys.stderr)
+    feats = extract_features(audio, engine=opt.asr_model, fps=25, weights=opt.asr_weights or None)
     out = workspace / "results" / f"{src.stem}_feats.npy"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.partial.npy")
-    np.save(tmp, feats)
-    os.replace(tmp, out)
+    save_npy(out, feats)
     print(f"[INFO] {src}: {feats.shape[0]} frames of {opt.asr_model} features -> {out}")
     opt.aud = str(out)
     return src
@@ -116,14 +120,13 @@ def load_head_for_torso(model, path: str, train_frames: int) -> None:
         path: head checkpoint (``ngp.pth`` or ``ngp_ep*.pth`` of a head workspace).
         train_frames: number of training frames of this run; must match the head's.
     """
+    from nerf_triplane.checkpoint import read_checkpoint
     from nerf_triplane.trainer import check_compatible
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--head_ckpt {path} not found (give the head workspace's checkpoints/ngp.pth)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "model" not in ckpt:
-        ckpt = {"model": ckpt}
+    ckpt = read_checkpoint(path)
     state = ckpt["model"]
     if not any(k.startswith("sigma_net") for k in state):
         raise ValueError(f"--head_ckpt {path} holds no head network (no sigma_net weights)")
@@ -154,12 +157,14 @@ def run(opt, argv: list[str] | None = None) -> int:
         from nerf_triplane.presets import apply_preset
 
         apply_preset(opt, argv)
+    check_numbers(opt)
     seed_everything(opt.seed)
     # The reference disables TF32 for precision; it only matters on CUDA.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     device = pick_device(opt.device)
     workspace = Path(opt.workspace)
+    check_writable(workspace)
 
     if opt.test:
         aud_arg = str(Path(opt.aud).resolve()) if opt.aud else ""
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return run(opt, argv)
-    except (UsageError, FileNotFoundError, ValueError, FloatingPointError) as e:
+    except (UsageError, OSError, ValueError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

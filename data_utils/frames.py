@@ -1,6 +1,7 @@
 """Video probing and frame extraction at the pipeline's 25 fps, via imageio-ffmpeg's ffmpeg."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -80,6 +81,8 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, fps: fl
             ["-i", str(video), "-vf", f"fps={fps}:start_time=0", "-qmin", "1", "-q:v", str(quality),
              "-start_number", "0", str(tmp / "%d.jpg")], total=expected, desc="frames", progress=progress)
         count = sum(1 for p in tmp.iterdir() if p.suffix == ".jpg")
+        if code != 0 and "No space left on device" in err:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # atomic_dir names the folder and the fix
         if code != 0 or count == 0:
             raise ValueError(f"cannot decode frames of {video}: {err or 'no frames'}")
         if count < expected - max(2, int(0.02 * expected)):

@@ -17,6 +17,7 @@ import importlib
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,10 +25,12 @@ from typing import Callable
 if __package__ in (None, ""):  # run as a script: make `data_utils` importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data_utils.atomic import save_npy, write_json  # noqa: E402
-from data_utils.audio import extract_wav, load_audio  # noqa: E402
+from data_utils.atomic import check_writable, remove_stale_temps, save_npy, write_json  # noqa: E402
+from data_utils.audio import SAMPLE_RATE, extract_wav, load_audio  # noqa: E402
 from data_utils.audio_features import engine_for, extract_features, feature_file_for  # noqa: E402
 from data_utils.frames import extract_frames, probe_video  # noqa: E402
+from data_utils.input_checks import (check_audio_covers, check_frame_size, grayscale_warning,  # noqa: E402
+                                     variable_rate_warning, video_warnings)
 
 FPS = 25
 LOG_NAME = "process_log.json"
@@ -99,14 +102,18 @@ def _features(job: Job):
     wav = job.root / "aud.wav"
     if not wav.is_file():
         raise PipelineError(f"step 'features' needs {wav}: run --task 1 first")
-    feats = extract_features(load_audio(wav), engine=job.args.asr_model, fps=FPS,
-                             weights=job.args.asr_weights)
+    audio = load_audio(wav)
+    check_audio_covers(len(audio) / SAMPLE_RATE, job.meta, job.video)
+    feats = extract_features(audio, engine=job.args.asr_model, fps=FPS, weights=job.args.asr_weights)
     save_npy(job.root / feature_file_for(job.args.asr_model), feats)
     return {"shape": list(feats.shape)}
 
 
 def _frames(job: Job):
-    return {"frames": extract_frames(job.video, job.ori, fps=FPS)}
+    count = extract_frames(job.video, job.ori, fps=FPS)
+    if gray := grayscale_warning(sorted(job.ori.glob("*.jpg"))):
+        warnings.warn(gray)
+    return {"frames": count}
 
 
 def _landmarks(job: Job):
@@ -231,7 +238,14 @@ def run_pipeline(args: argparse.Namespace, echo: Callable[[str], None] = print) 
     engine_for(args.asr_model)
     steps = _parse_tasks(args.task)
     job = Job(video=video.resolve(), args=args, meta=probe_video(video))
+    check_frame_size(job.meta, job.video)
+    for message in [*video_warnings(job.meta, job.video), variable_rate_warning(job.video)]:
+        if message:
+            warnings.warn(message)
+    check_writable(job.root)
     claim_folder(job.video)
+    # A killed earlier run may have left temporaries; its finished outputs are complete.
+    remove_stale_temps(job.root)
 
     log_path = job.root / LOG_NAME
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
@@ -288,11 +302,16 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"process.py: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
+    warnings.showwarning = _print_warning  # one line per warning, like the errors
     try:
         run = run_pipeline(args)
-    except (PipelineError, FileNotFoundError, ValueError, ImportError) as err:
+    except (PipelineError, OSError, ValueError, ImportError) as err:
         print(f"process.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(f"total {run['total_seconds']:.1f} s")

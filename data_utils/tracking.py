@@ -493,8 +493,10 @@ def track_folder(ori_dir: str | Path, out_pt: str | Path, focal: float | None = 
         euler=fit.euler.float(), trans=fit.trans.float(), focal=torch.tensor([focal], dtype=torch.float32),
         shape=fit.shape.float(), rmse_px=fit.rmse_px, frame_rmse_px=fit.frame_rmse_px.float(),
         focal_curve=curve, focal_source=source, image_size=(int(h), int(w)))
-    with atomic_path(out_pt) as tmp:
-        torch.save(params, tmp)
+    # Through a file object: torch.save names the archive inside after a path's random temporary
+    # name, which would make identical results differ byte-wise.
+    with atomic_path(out_pt) as tmp, open(tmp, "wb") as f:
+        torch.save(params, f)
     return dict(focal=float(focal), focal_source=source, focal_gain=gain, focal_curve=curve,
                 rmse_px=fit.rmse_px, max_frame_rmse_px=float(fit.frame_rmse_px.max()),
                 n_frames=len(lms), n_repaired=fit.n_repaired, cam_distance_m=cam_dist,

@@ -16,6 +16,8 @@ Deviations from the reference, each deliberate:
   (default 1 = the reference's learning rates), ``--mouth_sup``/``--mouth_pretrain``/``--mouth_k``/
   ``--mouth_spread``/``--mouth_teacher``
   (mouth-shape targets for the audio code, ``nerf_triplane/mouth.py``; default off).
+  ``--max_nonfinite`` (default 20): a step whose loss or gradient is NaN/inf is skipped;
+  that many in a row stop training with one error line (the reference raised at the first).
 Flags of features that are not built raise a clear error in `main.py` (see
 ``UNBUILT``) instead of being ignored.
 """
@@ -68,6 +70,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_interval", type=int, default=0, help="epochs between evaluations (0 = about every 5000 steps)")
     g.add_argument("--save_interval", type=int, default=0, help="steps between extra checkpoints inside an epoch (0 = per epoch only)")
     g.add_argument("--max_keep_ckpt", type=int, default=2, help="number of ngp_ep*.pth kept")
+    g.add_argument("--max_nonfinite", type=int, default=20,
+                   help="steps in a row with a non-finite loss/gradient (each skipped) that stop training")
     g.add_argument("--ema_interval", type=int, default=1000,
                    help="steps between EMA updates of the weights saved in ngp.pth (reference: 1000)")
 

@@ -22,6 +22,10 @@ Deviations, each deliberate:
 - The lips/patch alternation of ``--finetune_lips`` is saved in checkpoints, so a resumed
   finetune run continues with the batch kind it would have drawn next.
 - ``test`` also writes every predicted frame losslessly (``results/<name>_frames/``).
+- Checkpoints are read as plain data (``torch.load(weights_only=True)``, ``checkpoint.py``)
+  and written durably (fsync, rename, fsync of the folder); none is written with NaN/inf weights.
+- A step whose loss or gradient is not finite is skipped, not applied (the reference raised);
+  ``--max_nonfinite`` in a row stop training (``nonfinite.py``).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
@@ -40,9 +45,14 @@ import torch
 import torch.nn.functional as F
 import tqdm
 
-from .checkpoint import CheckpointDir, atomic_torch_save, atomic_write_text, rng_state, set_rng_state
+from data_utils.atomic import fsync_path, storage_error
+from data_utils.pause import pause_point
+
+from .checkpoint import (CheckpointDir, atomic_write_text, read_checkpoint, rng_state, save_checkpoint_file,
+                         set_rng_state)
 from .metrics import LMDMeter, load_lpips, lpips_distance, psnr, ssim
 from .mouth import MouthSupervision
+from .nonfinite import NonFiniteGuard, grads_finite
 from .provider import linear_to_srgb, srgb_to_linear
 from .video import VideoWriter
 
@@ -154,16 +164,24 @@ class FrameDir:
         """Write the next frame, uint8 RGB [H, W, 3]."""
         import imageio.v2 as imageio
 
-        imageio.imwrite(self.tmp / f"{self.count:04d}.png", frame_u8)
+        try:
+            imageio.imwrite(self.tmp / f"{self.count:04d}.png", frame_u8)
+        except OSError as err:
+            raise storage_error(err, self.path) from err
         self.count += 1
 
     def commit(self, index: dict) -> Path:
         (self.tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        pause_point(f"write:{self.path.parent.name}/{self.path.name}")
+        for frame in self.tmp.iterdir():
+            fsync_path(frame)
+        fsync_path(self.tmp)
         old = self.path.with_name(f".{self.path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if self.path.exists():
             os.replace(self.path, old)
         os.replace(self.tmp, self.path)
+        fsync_path(self.path.parent)
         shutil.rmtree(old, ignore_errors=True)
         return self.path
 
@@ -207,6 +225,7 @@ class Trainer:
         self.loss_terms: dict[str, float] = {}  # named parts of the last step's loss
         self._stop_signal: int | None = None
         self.writer = None
+        self.nonfinite = NonFiniteGuard(opt.max_nonfinite)
 
         self.optimizer = self.lr_scheduler = self.ema = self.scaler = None
         if train:
@@ -470,8 +489,10 @@ class Trainer:
                         loss, mse = self._optimise(_to_device(batch, self.device))
                         self.epoch_step = pos + 1
                         bar.update(1)
+                        skipped = {"skipped": self.nonfinite.skipped} if self.nonfinite.skipped else {}
                         bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{-10 * math.log10(max(mse, 1e-10)):.2f}",
-                                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+                                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", **skipped, refresh=False)
+                        pause_point(f"step:{self.global_step}")
                         if self._stop_signal is not None:
                             name = signal.Signals(self._stop_signal).name
                             path = self.save_checkpoint(in_epoch=True)
@@ -503,16 +524,25 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             pred, gt, loss = self.train_step(data)
-        # Under fp16 the grad scaler skips non-finite steps itself.
-        if not self.fp16 and not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {self.global_step}; lower --lr/--lr_net")
         self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
+        loss_v = loss.item()
+        finite = math.isfinite(loss_v) and (self.fp16 or grads_finite(self.optimizer))
+        if finite or self.fp16:
+            # Under fp16 the grad scaler skips steps with non-finite gradients itself.
+            self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.lr_scheduler.step()
+        with warnings.catch_warnings():
+            # A skipped first step trips torch's order check; the schedule follows global_step anyway.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+            self.lr_scheduler.step()
         if self.global_step % self.opt.ema_interval == 0:
             self.ema.update()
-        loss_v = loss.item()
+        if self.nonfinite.record(finite, self.global_step, data):
+            self.log(f"[WARN] step {self.global_step}: non-finite loss ({loss_v}) or gradient, optimiser step "
+                     f"skipped ({self.nonfinite.skipped} so far, {self.nonfinite.streak} in a row)")
+            o = self.opt
+            self.nonfinite.stop_if_diverged(self.global_step, f"--lr {o.lr}, --lr_net {o.lr_net}, --lr_aud {o.lr_aud}",
+                                            str(self.ckpts.latest() or "none yet"))
         self.losses.append(loss_v)
         mse = F.mse_loss(pred.detach().float(), gt.float()).item()
         self.writer.add_scalar("train/loss", loss_v, self.global_step)
@@ -671,7 +701,8 @@ class Trainer:
         ``in_epoch`` names it by the current step inside epoch ``epoch + 1``.
         """
         state = self._model_state()
-        state.update(epoch_step=self.epoch_step, optimizer=self.optimizer.state_dict(),
+        state.update(epoch_step=self.epoch_step, skipped_steps=self.nonfinite.skipped,
+                     optimizer=self.optimizer.state_dict(),
                      lr_scheduler=self.lr_scheduler.state_dict(), scaler=self.scaler.state_dict(),
                      ema=self.ema.state_dict(), rng=rng_state())
         if self.flip_finetune_lips:
@@ -685,7 +716,7 @@ class Trainer:
         with self._eval_weights():
             state = self._model_state()
         state["model"] = {k: v for k, v in state["model"].items() if k != "density_grid"}
-        return atomic_torch_save(state, self.ckpts.best_path)
+        return save_checkpoint_file(state, self.ckpts.best_path)
 
     def load_checkpoint(self, spec: str) -> Path | None:
         """Load per ``--ckpt`` (latest | scratch | latest_model | best | PATH).
@@ -701,9 +732,7 @@ class Trainer:
             return None
         # Onto the CPU: RNG states must stay CPU ByteTensors, and load_state_dict copies the
         # rest to wherever the model and optimiser live (so runs resume across devices).
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if "model" not in ckpt:
-            ckpt = {"model": ckpt}
+        ckpt = read_checkpoint(path)
         self._check_compatible(ckpt, path)
         missing, unexpected = self.model.load_state_dict(ckpt["model"], strict=False)
         if missing:
@@ -720,6 +749,7 @@ class Trainer:
             self.epoch = int(ckpt.get("epoch", 0))
             self.global_step = int(ckpt.get("global_step", 0))
             self.epoch_step = int(ckpt.get("epoch_step", 0))
+            self.nonfinite.skipped = int(ckpt.get("skipped_steps", 0))
             if self.optimizer is not None and "optimizer" in ckpt:
                 self.optimizer.load_state_dict(ckpt["optimizer"])
                 self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])

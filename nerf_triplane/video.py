@@ -5,14 +5,22 @@ No system ffmpeg is needed: every call goes through the binary that ships inside
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterable
 
 import imageio_ffmpeg
 import numpy as np
+
+from data_utils.atomic import WriteError, commit, storage_error
+from data_utils.frames import probe_video as probe_header
+
+# Free bytes under which a failed encode is blamed on a full disk.
+LOW_SPACE = 1 << 20
 
 
 def ffmpeg_exe() -> str:
@@ -85,13 +93,31 @@ class VideoWriter:
         self.count += 1
 
     def close(self) -> Path:
-        """Finish encoding and move the file into place; returns its path."""
+        """Finish encoding, sync the file and move it into place; returns its path."""
         if self._writer is None:
             raise ValueError(f"no frames to write into {self.path}")
         self._writer.close()
         self._writer = None
-        os.replace(self.tmp, self.path)
+        self._check_complete()
+        commit(self.tmp, self.path)
         return self.path
+
+    def _check_complete(self) -> None:
+        """Raise (and delete the temporary file) unless ffmpeg finished a readable video of all
+        frames: imageio-ffmpeg does not report ffmpeg's exit status, and a full disk leaves
+        an mp4 without its index (unreadable) or cut short."""
+        try:
+            frames = probe_header(self.tmp)["n_frames"]
+            # With audio, -shortest may end the video early on purpose; readable is enough then.
+            complete = self.audio_path is not None or frames >= self.count - 1
+        except (ValueError, FileNotFoundError):
+            complete = False
+        if complete:
+            return
+        self.tmp.unlink(missing_ok=True)
+        if shutil.disk_usage(self.path.parent).free < LOW_SPACE:
+            raise storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), self.path)
+        raise WriteError(errno.EIO, f"cannot write {self.path}: ffmpeg did not finish it (its message is above)")
 
     def abort(self) -> None:
         """Stop encoding and delete the partial file."""

@@ -53,7 +53,7 @@ def test_audio_influence_is_zero_without_an_audio_path(subject, trained_head, tm
     from nerf_triplane.options import parse_args
 
     latest = max((trained_head / "checkpoints").glob("ngp_ep*.pth"), key=lambda p: p.stat().st_mtime)
-    state = torch.load(latest, map_location="cpu", weights_only=False)["model"]
+    state = torch.load(latest, map_location="cpu", weights_only=True)["model"]
     for key in ("audio_net.encoder_fc1.2.weight", "audio_net.encoder_fc1.2.bias"):
         state[key] = torch.zeros_like(state[key])
     torch.save(state, tmp_path / "no_audio.pth")

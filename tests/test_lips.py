@@ -96,7 +96,7 @@ def test_finetune_continues_the_head_run_with_lpips_terms(subject, trained_head,
     base = trainer.optimizer.param_groups[0]["initial_lr"]
     assert lrs[-1] == pytest.approx(base * 0.05 ** (iters / iters))
     assert lrs[0] == pytest.approx(base * 0.05 ** ((HEAD_ITERS + 1) / iters))
-    ckpt = torch.load(ws / "checkpoints" / "ngp_ep0002.pth", weights_only=False)
+    ckpt = torch.load(ws / "checkpoints" / "ngp_ep0002.pth", weights_only=True)
     assert ckpt["lips_phase"] is True  # 30 flips from the start: the next batch is a lips batch again
 
 

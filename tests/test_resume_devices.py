@@ -87,7 +87,7 @@ def test_gpu_checkpoint_resumes_here(subject, tmp_path, monkeypatch):
     """A checkpoint of a 2-GPU fp16 run resumes on one GPU, and a CPU fp32 one into fp16 scaling."""
     saved = saved_checkpoint(subject, tmp_path)
     path = saved.ckpts.latest()
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)
     assert ckpt["scaler"] == {}  # what a run without fp16 saves
     ckpt["rng"]["cuda"] = [torch.get_rng_state()[:16].clone(), torch.get_rng_state()[:16].clone()]
     torch.save(ckpt, path)

@@ -34,7 +34,7 @@ def torso_run(subject, trained_head, tmp_path_factory):
 
 @pytest.mark.slow
 def test_head_stays_bit_identical_and_torso_loss_drops(torso_run):
-    head_state = torch.load(torso_run["head"], weights_only=False)["model"]
+    head_state = torch.load(torso_run["head"], weights_only=True)["model"]
     model = torso_run["trainer"].model
     own = model.state_dict()
     params = dict(model.named_parameters())
@@ -45,7 +45,7 @@ def test_head_stays_bit_identical_and_torso_loss_drops(torso_run):
         assert torch.equal(own[key], value), key
     trainable = {k for k, p in params.items() if p.requires_grad}
     assert trainable and all(k.startswith(("torso_", "anchor_points", "individual_codes_torso")) for k in trainable)
-    saved = torch.load(torso_run["ws"] / "checkpoints" / "ngp_ep0002.pth", weights_only=False)["model"]
+    saved = torch.load(torso_run["ws"] / "checkpoints" / "ngp_ep0002.pth", weights_only=True)["model"]
     assert all(torch.equal(saved[k], head_state[k]) for k in head_params)
     losses = torso_run["trainer"].losses
     assert len(losses) == TORSO_ITERS
@@ -59,7 +59,7 @@ def test_torso_changes_the_render_only_outside_the_head(subject, torso_run):
     torso_model = torso_run["trainer"].model.eval()
     head_opt = parse_args(tiny_args(subject, opt.workspace))
     head_model = NeRFNetwork(head_opt, audio_dim=torso_model.audio_in_dim).eval()
-    head_model.load_state_dict(torch.load(torso_run["head"], weights_only=False)["model"], strict=False)
+    head_model.load_state_dict(torch.load(torso_run["head"], weights_only=True)["model"], strict=False)
     # The torso dataset's bg_color is the plain background image, for both renders.
     dataset = NeRFDataset(opt, type="test")
     data = dict(dataset.collate([0]), img_id=dataset.img_ids[0])
@@ -108,7 +108,7 @@ def test_head_checkpoint_must_match_the_data(subject, trained_head, tmp_path, ca
     assert "--ind_num 10000" in error_line(capsys)
     assert cli.main(base + ["--head_ckpt", str(head), "--data_range", "0", "20"]) == 2
     assert f"trained on {TRAIN_FRAMES} frames" in error_line(capsys)
-    other = torch.load(head, weights_only=False)
+    other = torch.load(head, weights_only=True)
     other["audio_dim"] = 29
     torch.save(other, tmp_path / "other_dim.pth")
     assert cli.main(base + ["--head_ckpt", str(tmp_path / "other_dim.pth")]) == 2

@@ -28,7 +28,7 @@ def test_training_learns(subject, tmp_path):
     ws = tmp_path / "ws"
     # Last two epoch checkpoints, the EMA/"best" file, logs, opt and tensorboard events.
     assert sorted(p.name for p in (ws / "checkpoints").iterdir()) == ["ngp.pth", "ngp_ep0006.pth", "ngp_ep0007.pth"]
-    assert "density_grid" not in torch.load(ws / "checkpoints" / "ngp.pth", weights_only=False)["model"]
+    assert "density_grid" not in torch.load(ws / "checkpoints" / "ngp.pth", weights_only=True)["model"]
     assert "PSNR" in (ws / "log_ngp.txt").read_text()
     assert "Namespace(" in (ws / "opt.txt").read_text()
     assert list((ws / "run" / "ngp").glob("events.out.tfevents.*"))
