@@ -2,7 +2,7 @@
 with another frame's, and compare both with the GT. Prints JSON on stdout.
 
     python scripts/audio_influence.py DATA --workspace W [main.py flags of the run]
-        [--split val|train] [--frames N]
+        [--split val|train] [--frames N] [--measured]
 
 ``--split val`` (default) scores the held-out frames (all of ``transforms_val.json``), where
 only audio can tell the model what the mouth does; ``train`` scores training frames.
@@ -17,6 +17,11 @@ window of the frame ``shift`` positions later in the split. Figures:
 * ``opening_corr_own`` / ``opening_corr_other``: each render is pasted into its GT frame and
   the inner-lip opening measured (mediapipe landmarks, ``nerf_triplane.sync.mouth_opening``);
   correlation over the frames with the GT frames' opening. ``opening_gain`` = own - other.
+* with ``--measured``, a third render per frame whose audio code carries the frame's *measured*
+  mouth shape in its first ``--mouth_k`` channels (``nerf_triplane.mouth``, the PCA fitted on
+  the training frames): ``lips_psnr_measured``, ``opening_corr_measured`` and
+  ``opening_std_ratio_measured`` / ``opening_std_ratio_own`` (spread of the pasted openings /
+  GT's). The lips a perfect audio-to-mouth prediction would give: the renderer's ceiling.
 
 Costs about a second per frame on 2 CPU cores.
 """
@@ -40,7 +45,7 @@ def _psnr(mse: float) -> float:
 
 @torch.no_grad()
 def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, split: str = "val",
-                    device: str = "cpu", detector=None) -> dict:
+                    device: str = "cpu", detector=None, measured: bool = False) -> dict:
     """Lips of frames rendered with their own vs a shifted frame's audio, scored against GT.
 
     Args:
@@ -49,15 +54,19 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
         shift: the other audio is position ``(k + shift) % N`` of the split; default N // 4.
         split: ``val`` (held-out frames) or ``train``.
         detector: landmark detector (``detect(rgb u8) -> [68, 2] | None``); default mediapipe.
+        measured: also render with the measured mouth shape (see the module docstring).
     Returns:
         ``frames``, ``split``, ``shift``, ``mse_own``, ``mse_other``, ``ratio``, ``change``,
         ``lips_psnr_own``, ``lips_psnr_other``, ``psnr_gain``, ``opening_corr_own``,
         ``opening_corr_other``, ``opening_gain`` (None with fewer than 8 detected frames),
-        ``checkpoint``.
+        ``checkpoint``; with ``measured`` also ``lips_psnr_measured``, ``opening_corr_measured``,
+        ``opening_std_ratio_own``, ``opening_std_ratio_measured``.
     """
     from nerf_triplane.network import NeRFNetwork
     from nerf_triplane.provider import NeRFDataset
+    from nerf_triplane.mouth import MouthBasis
     from nerf_triplane.rays import get_rays
+    from nerf_triplane.evaluation import articulation
     from nerf_triplane.sync import lagged_correlations, mouth_opening
     from nerf_triplane.trainer import Trainer
 
@@ -75,12 +84,16 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
         from data_utils.landmarks import LandmarkDetector
 
         detector = LandmarkDetector("mediapipe")
+    coefficients = None
+    if measured:
+        train_lms = ds.landmarks if split == "train" else NeRFDataset(opt, device=device, type="train").landmarks
+        coefficients = MouthBasis(train_lms, opt.mouth_k).project(ds.landmarks)  # [N, K], NaN without landmarks
     n = ds.num_frames
     shift = n // 4 if shift is None else int(shift)
     count = n if n_frames is None else min(int(n_frames), n)
     frames = np.linspace(0, n - 1, count).round().astype(int)
-    own, other, change = [], [], []
-    openings = {"gt": [], "own": [], "other": []}
+    own, other, change, with_measured = [], [], [], []
+    openings = {"gt": [], "own": [], "other": [], **({"measured": []} if measured else {})}
     for k in frames:
         xmin, xmax, ymin, ymax = ds.rects[k]["lips"]
         rays = get_rays(ds.poses[k:k + 1], ds.intrinsics, ds.H, ds.W, rect=ds.rects[k]["lips"])
@@ -90,15 +103,21 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
         bg = bg_torso.reshape(-1, 3)[inds][None]
         frame = {"eye": None if ds.eye_area is None else ds.eye_area[k:k + 1], "index": [int(k)]}
         renders = []
-        for a in (int(k), int((k + shift) % n)):
+        codes = [(int(k), None), (int((k + shift) % n), None)]
+        if measured:
+            mouth = coefficients[k] if np.isfinite(coefficients[k]).all() else None
+            codes.append((int(k), None if mouth is None else torch.from_numpy(mouth).float()[None].to(device)))
+        for a, mouth in codes:
             out = model.render(rays["rays_o"], rays["rays_d"], ds.get_audio_window(a), None, ds.poses[k:k + 1],
-                               bg_color=bg, **trainer._render_args(frame, perturb=False))
+                               bg_color=bg, mouth=mouth, **trainer._render_args(frame, perturb=False))
             renders.append(out["image"][0].clamp(0, 1))
         own.append(((renders[0] - gt) ** 2).mean().item())
         other.append(((renders[1] - gt) ** 2).mean().item())
         change.append((renders[0] - renders[1]).abs().mean().item())
+        if measured:
+            with_measured.append(((renders[2] - gt) ** 2).mean().item())
         gt_u8 = (image.clamp(0, 1) * 255).round().byte().cpu().numpy()
-        for key, render in (("gt", None), ("own", renders[0]), ("other", renders[1])):
+        for key, render in zip(openings, [None, *renders]):
             pasted = gt_u8.copy()
             if render is not None:
                 lips = (render.reshape(xmax - xmin, ymax - ymin, 3) * 255).round().byte().cpu().numpy()
@@ -113,7 +132,12 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
 
     mse_own, mse_other = float(np.mean(own)), float(np.mean(other))
     c_own, c_other = corr("own"), corr("other")
-    return {"frames": len(frames), "split": split, "shift": shift, "mse_own": mse_own, "mse_other": mse_other,
+    extra = {}
+    if measured:
+        spread = {key: articulation(opening[key], opening["gt"])["opening_std_ratio"] for key in ("own", "measured")}
+        extra = {"lips_psnr_measured": _psnr(float(np.mean(with_measured))), "opening_corr_measured": corr("measured"),
+                 "opening_std_ratio_own": spread["own"], "opening_std_ratio_measured": spread["measured"]}
+    return {**extra, "frames": len(frames), "split": split, "shift": shift, "mse_own": mse_own, "mse_other": mse_other,
             "ratio": mse_other / mse_own if mse_own > 0 else None, "change": float(np.mean(change)),
             "lips_psnr_own": _psnr(mse_own), "lips_psnr_other": _psnr(mse_other),
             "psnr_gain": _psnr(mse_own) - _psnr(mse_other),
@@ -127,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     own = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     own.add_argument("--frames", type=int, default=None)
     own.add_argument("--split", choices=("val", "train"), default="val")
+    own.add_argument("--measured", action="store_true")
     try:
         args, rest = own.parse_known_args(argv)
         if args.frames is not None and args.frames < 1:
@@ -143,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             apply_preset(opt, rest)
         # Progress lines of the loaders go to stderr: stdout carries the JSON only.
         with contextlib.redirect_stdout(sys.stderr):
-            result = audio_influence(opt, args.frames, split=args.split)
+            result = audio_influence(opt, args.frames, split=args.split, measured=args.measured)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

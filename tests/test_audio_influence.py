@@ -75,3 +75,23 @@ def test_audio_influence_errors(subject, tmp_path, capsys):
     assert "--frames" in error_line(capsys)
     assert audio_influence.main(tiny_args(subject, tmp_path, "--split", "test")) == 2
     assert "--split" in error_line(capsys)
+
+
+def test_audio_influence_with_the_measured_mouth(subject, trained_head):
+    """``--measured`` renders a third time with the frame's measured mouth shape in the code's
+    mouth channels: a different render of the same lips, scored like the other two."""
+    import math
+
+    import audio_influence
+    from nerf_triplane.options import parse_args
+
+    with single_thread():
+        result = audio_influence.audio_influence(parse_args(tiny_args(subject, trained_head)), 3, split="train",
+                                                 measured=True)
+        plain = audio_influence.audio_influence(parse_args(tiny_args(subject, trained_head)), 3, split="train")
+    assert math.isfinite(result["lips_psnr_measured"])
+    assert result["lips_psnr_measured"] != result["lips_psnr_own"]
+    assert result["lips_psnr_own"] == plain["lips_psnr_own"]
+    assert "lips_psnr_measured" not in plain
+    # Three frames are too few for a spread or a correlation: reported as unknown.
+    assert result["opening_corr_measured"] is None and result["opening_std_ratio_measured"] is None
