@@ -77,9 +77,10 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, fps: fl
     video, out_dir = Path(video), Path(out_dir)
     meta = probe_video(video)
     expected = int(round(meta["duration"] * fps))
+    vf = f"fps={fps}:start_time=0" + (f",{filters}" if filters else "")
     with atomic_dir(out_dir) as tmp:
         code, err = _run_with_progress(
-            ["-i", str(video), "-vf", f"fps={fps}:start_time=0" + (f",{filters}" if filters else ""), "-qmin", "1", "-q:v", str(quality),
+            ["-i", str(video), "-vf", vf, "-qmin", "1", "-q:v", str(quality),
              "-start_number", "0", str(tmp / "%d.jpg")], total=expected, desc="frames", progress=progress)
         count = sum(1 for p in tmp.iterdir() if p.suffix == ".jpg")
         if code != 0 or count == 0:

@@ -7,9 +7,10 @@ skipped when its outputs already exist (``--force`` redoes the selected steps) a
 through temporary names, so a killed run simply re-runs the unfinished step. Per-step wall
 times are printed and merged into ``process_log.json``. A video that is not ``--size``² (any
 size, aspect or frame rate) is cropped around the head in step 3 (``data_utils/crop.py``,
-recorded in ``crop.json``); a ``--size``² video is used as it is. Bad input (missing or unreadable video,
-no audio stream, a folder holding another subject's files, missing weights) ends with a one-line
-message and exit code 2.
+recorded in ``crop.json``); a ``--size``² video is used as it is. Bad input (missing or
+unreadable video, no audio stream, a folder holding another subject's files, missing weights, a
+face too small, cut by the frame edge or leaving any fixed crop) ends with a one-line message
+and exit code 2.
 """
 from __future__ import annotations
 

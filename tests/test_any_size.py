@@ -189,6 +189,8 @@ def _face() -> np.ndarray:
 
 def test_bad_sources_are_one_clear_line(capsys, tmp_path):
     small = make_clip(tmp_path / "small" / "small.mp4", 1.0, "[0:v]scale=140:140")
+    code, err = run_process(capsys, small, "--size", 63)
+    assert code == 2 and err.count("\n") == 1 and "--size must be an even number" in err
     code, err = run_process(capsys, small, "--task", 3)
     assert code == 2 and err.count("\n") == 1 and "small.mp4: the face is only" in err and "film closer" in err
     edge = make_clip(tmp_path / "edge" / "edge.mp4", 1.0,
