@@ -351,8 +351,12 @@ def report_markdown(name: str, result: dict) -> str:
                            ("render_landmarks", "render, by landmarks")):
             if jitter.get(key):
                 lines.append(f"| {label} | {_fmt(jitter[key]['rot_deg'])} | {_fmt(jitter[key]['trans_mm'], '.2f')} |")
+        lag = jitter.get("tracked_lag") or {}
         lines += ["", "Poses by landmarks are fitted frame by frame (no smoothing) with the subject's face "
-                  "shape; tracked poses are the smoothed track the render was drawn from.", ""]
+                  "shape; tracked poses are the smoothed track the render was drawn from."
+                  + (f" The tracked rotation speed follows the GT frames' best at lag {lag['best_lag']} frames "
+                     f"(correlation {_fmt(lag.get('best_corr'))}, {_fmt(lag.get('corr_at_0'))} at lag 0)."
+                     if lag.get("best_lag") is not None else ""), ""]
     lines += ["| lip sync | model | GT video |", "|---|---|---|"]
     for key, label in (("corr_at_0", "correlation at lag 0"), ("best_lag", "best lag (frames)"),
                        ("best_corr", "best correlation"), ("corr_pred", "vs opening predicted from audio")):

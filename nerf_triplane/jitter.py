@@ -48,6 +48,31 @@ def pose_jitter(euler: np.ndarray, trans: np.ndarray) -> dict:
     return {"rot_deg": float(rot_acc.mean()), "trans_mm": float(trans_acc.mean()), "triples": int(triple.sum())}
 
 
+def motion_lag(tracked: np.ndarray, measured: np.ndarray, max_lag: int = 5) -> dict:
+    """Whether a smoothed pose track lags the head: cross-correlation of its rotation speed with
+    the speed measured frame by frame.
+
+    Args:
+        tracked, measured: euler angles (radians), NaN rows = unknown  # [N, 3] each
+        max_lag: largest shift tried, frames.
+    Returns:
+        ``best_lag`` (frames; positive = the track moves after the measured head), ``best_corr``
+        and ``corr_at_0``: Pearson correlations of the frame-to-frame changes of pitch and yaw
+        (averaged over the two); None where fewer than 8 frames overlap.
+    """
+    from .sync import lagged_correlations
+
+    speed_t, speed_m = np.diff(tracked, axis=0), np.diff(measured, axis=0)  # [N-1, 3]
+    # Pitch and yaw: roll barely moves in a talking head and carries mostly noise.
+    corr = np.mean([lagged_correlations(speed_t[:, a], speed_m[:, a], max_lag) for a in (0, 1)], axis=0)
+    if not np.isfinite(corr).any():
+        return {"best_lag": None, "best_corr": None, "corr_at_0": None}
+    best = int(np.nanargmax(corr))
+    at0 = corr[max_lag]
+    return {"best_lag": best - max_lag, "best_corr": float(corr[best]),
+            "corr_at_0": float(at0) if np.isfinite(at0) else None}
+
+
 def landmark_poses(lms: np.ndarray, track: dict, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame head poses fitted to landmarks, without temporal smoothing.
 
@@ -86,15 +111,20 @@ def jitter_table(data: str | Path, img_ids: list[int], lms_pred: np.ndarray, lms
         image_size: (H, W) of the rendered frames.
     Returns:
         ``tracked`` (the poses the render used, before any ``--smooth_path``), ``gt_landmarks``
-        (None without GT) and ``render_landmarks``, each :func:`pose_jitter`'s dict; None when
-        the folder has no ``track_params.pt``.
+        (None without GT) and ``render_landmarks``, each :func:`pose_jitter`'s dict, and
+        ``tracked_lag`` (:func:`motion_lag` of the tracked poses against the GT frames' landmark
+        poses; None without GT); None when the folder has no ``track_params.pt``.
     """
     path = Path(data) / "track_params.pt"
     if not path.is_file():
         return None
     track = torch.load(path, map_location="cpu", weights_only=False)
     ids = np.asarray(img_ids, dtype=np.int64)
-    tracked = pose_jitter(track["euler"].double().numpy()[ids], track["trans"].double().numpy()[ids])
+    euler = track["euler"].double().numpy()[ids]
+    tracked = pose_jitter(euler, track["trans"].double().numpy()[ids])
     render = pose_jitter(*landmark_poses(lms_pred, track, image_size))
-    gt = None if lms_gt is None else pose_jitter(*landmark_poses(lms_gt, track, image_size))
-    return {"tracked": tracked, "gt_landmarks": gt, "render_landmarks": render}
+    gt, lag = None, None
+    if lms_gt is not None:
+        gt_euler, gt_trans = landmark_poses(lms_gt, track, image_size)
+        gt, lag = pose_jitter(gt_euler, gt_trans), motion_lag(euler, gt_euler)
+    return {"tracked": tracked, "gt_landmarks": gt, "render_landmarks": render, "tracked_lag": lag}

@@ -139,6 +139,17 @@ def test_pose_jitter_scores_shaking_not_steady_motion():
     assert pose_jitter(shake, zigzag)["triples"] == n - 5
 
 
+def test_motion_lag_finds_a_late_track():
+    from nerf_triplane.jitter import motion_lag
+
+    rng = np.random.default_rng(1)
+    head = np.cumsum(rng.normal(0, 0.01, (80, 3)), axis=0)  # a wandering head, radians
+    measured = head + rng.normal(0, 0.001, head.shape)
+    late = np.roll(head, 2, axis=0)  # the track shows frame t - 2 at frame t
+    assert motion_lag(late, measured)["best_lag"] == 2
+    assert motion_lag(head, measured)["best_lag"] == 0 and motion_lag(head, measured)["best_corr"] > 0.9
+
+
 def test_mouth_corr_follows_the_lips():
     from nerf_triplane.evaluation import image_metrics
 
@@ -175,6 +186,7 @@ def test_evaluate_identical_frames(subject, tmp_path):
     jitter = result["jitter"]  # the same frames shake alike, measured on either side
     assert jitter["gt_landmarks"] == jitter["render_landmarks"] and jitter["render_landmarks"]["triples"] == 22
     assert jitter["tracked"]["triples"] == 22 and jitter["tracked"]["rot_deg"] >= 0
+    assert set(jitter["tracked_lag"]) == {"best_lag", "best_corr", "corr_at_0"}
 
     merged = json.loads((ws / "results" / "metrics.json").read_text())
     assert merged["psnr"] == 99.0  # the trainer's value is kept
