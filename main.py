@@ -57,6 +57,12 @@ def check_options(opt) -> None:
         raise UsageError(f"data folder {opt.path} does not exist (make it with data_utils/process.py)")
     if opt.aud and not opt.test:
         raise UsageError("--aud drives rendering with new audio: use it with --test (and --test_train)")
+    if opt.full_frame:
+        if not opt.test:
+            raise UsageError("--full_frame pastes a test render into the source video: use it with --test")
+        from nerf_triplane.paste import load_crop
+
+        load_crop(opt.path)
 
 
 def feature_stem(path: Path) -> str:
@@ -181,7 +187,12 @@ def run(opt, argv: list[str] | None = None) -> int:
                              f"{workspace / 'checkpoints'}")
         trainer._set_train_data(dataset)
         name = feature_stem(Path(opt.aud)) if opt.aud else None
-        trainer.test(loader, name=name, audio_path=audio_path, aud_arg=aud_arg)
+        rendered = trainer.test(loader, name=name, audio_path=audio_path, aud_arg=aud_arg)
+        name = name or rendered.get("name") or Path(rendered["video"]).stem
+        if opt.full_frame:
+            from nerf_triplane.paste import paste_render
+
+            paste_render(workspace, name, opt.path, audio_path)
         from nerf_triplane.evaluation import evaluate_workspace
 
         # The render just written is the workspace's newest: score it (sync, floor, report).

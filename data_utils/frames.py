@@ -54,7 +54,7 @@ def probe_video(path: str | os.PathLike) -> dict:
 
 
 def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, fps: float = 25,
-                   quality: int = 2, progress: bool = True) -> int:
+                   quality: int = 2, progress: bool = True, filters: str | None = None) -> int:
     """Decode ``video`` at ``fps`` into ``out_dir/<k>.jpg`` (k = 0, 1, ...), replacing the folder atomically.
 
     Frame ``k`` shows the video at time ``k / fps`` of the container clock (the first frame is
@@ -65,6 +65,8 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, fps: fl
     Args:
         quality: ffmpeg JPEG quality ``-q:v`` (1 best .. 31); 2 keeps files small at no visible cost.
         progress: show a tqdm bar (frames written so far).
+        filters: more ffmpeg ``-vf`` filters applied after the resampling (the crop of
+            ``data_utils/crop.py``); None leaves the frames as decoded.
 
     Returns:
         number of frames written
@@ -76,9 +78,10 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, fps: fl
     video, out_dir = Path(video), Path(out_dir)
     meta = probe_video(video)
     expected = int(round(meta["duration"] * fps))
+    vf = f"fps={fps}:start_time=0" + (f",{filters}" if filters else "")
     with atomic_dir(out_dir) as tmp:
         code, err = _run_with_progress(
-            ["-i", str(video), "-vf", f"fps={fps}:start_time=0", "-qmin", "1", "-q:v", str(quality),
+            ["-i", str(video), "-vf", vf, "-qmin", "1", "-q:v", str(quality),
              "-start_number", "0", str(tmp / "%d.jpg")], total=expected, desc="frames", progress=progress)
         count = sum(1 for p in tmp.iterdir() if p.suffix == ".jpg")
         if code != 0 and "No space left on device" in err:

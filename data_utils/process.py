@@ -5,9 +5,12 @@
 Outputs go next to the video (see ERNERF_FACTS.md §5). The nine steps run in order; each is
 skipped when its outputs already exist (``--force`` redoes the selected steps) and writes
 through temporary names, so a killed run simply re-runs the unfinished step. Per-step wall
-times are printed and merged into ``process_log.json``. Bad input (missing or unreadable video,
-no audio stream, a folder holding another subject's files, missing weights) ends with a one-line
-message and exit code 2.
+times are printed and merged into ``process_log.json``. A video that is not ``--size``² (any
+size, aspect or frame rate) is cropped around the head in step 3 (``data_utils/crop.py``,
+recorded in ``crop.json``); a ``--size``² video is used as it is. Bad input (missing or
+unreadable video, no audio stream, a folder holding another subject's files, missing weights, a
+face too small, cut by the frame edge or leaving any fixed crop) ends with a one-line message
+and exit code 2.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make `data_utils` importable a
 from data_utils.atomic import check_writable, remove_stale_temps, save_npy, write_json  # noqa: E402
 from data_utils.audio import SAMPLE_RATE, extract_wav, load_audio  # noqa: E402
 from data_utils.audio_features import engine_for, extract_features, feature_file_for  # noqa: E402
+from data_utils.crop import CROP_NAME, crop_for_video, ffmpeg_filter, needs_crop  # noqa: E402
 from data_utils.frames import extract_frames, probe_video  # noqa: E402
 from data_utils.input_checks import (check_audio_covers, check_frame_size, grayscale_warning,  # noqa: E402
                                      variable_rate_warning, video_warnings)
@@ -110,10 +114,14 @@ def _features(job: Job):
 
 
 def _frames(job: Job):
-    count = extract_frames(job.video, job.ori, fps=FPS)
+    plan = None
+    if needs_crop(job.meta["width"], job.meta["height"], job.args.size):
+        plan = crop_for_video(job.video, job.meta, job.args.size)
+        write_json(job.root / CROP_NAME, plan)
+    count = extract_frames(job.video, job.ori, fps=FPS, filters=None if plan is None else ffmpeg_filter(plan))
     if gray := grayscale_warning(sorted(job.ori.glob("*.jpg"))):
         warnings.warn(gray)
-    return {"frames": count}
+    return {"frames": count} if plan is None else {"frames": count, "crop": plan}
 
 
 def _landmarks(job: Job):
@@ -173,7 +181,8 @@ class Step:
 STEPS = (
     Step(1, "audio", _audio, lambda j: (j.root / "aud.wav").is_file()),
     Step(2, "features", _features, lambda j: (j.root / feature_file_for(j.args.asr_model)).is_file()),
-    Step(3, "frames", _frames, lambda j: bool(j.frame_ids())),
+    Step(3, "frames", _frames, lambda j: bool(j.frame_ids()) and (
+        not needs_crop(j.meta["width"], j.meta["height"], j.args.size) or (j.root / CROP_NAME).is_file())),
     Step(4, "landmarks", _landmarks, lambda j: j.all_frames_have(j.ori, ".lms")),
     Step(5, "parsing", _parsing, lambda j: j.all_frames_have(j.root / "parsing", ".png")),
     Step(6, "background", _background, lambda j: (j.root / "bc.jpg").is_file()),
@@ -236,6 +245,8 @@ def run_pipeline(args: argparse.Namespace, echo: Callable[[str], None] = print) 
     if not video.is_file():
         raise PipelineError(f"video not found: {video} (expected data/<ID>/<ID>.mp4)")
     engine_for(args.asr_model)
+    if args.size < 64 or args.size % 2:
+        raise PipelineError(f"--size must be an even number of pixels >= 64, got {args.size}")
     steps = _parse_tasks(args.task)
     job = Job(video=video.resolve(), args=args, meta=probe_video(video))
     check_frame_size(job.meta, job.video)
@@ -297,6 +308,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--parsing_engine", default="mediapipe", choices=("mediapipe", "bisenet"))
     p.add_argument("--bisenet_weights", default=None, help="BiSeNet 79999_iter.pth for --parsing_engine bisenet")
     p.add_argument("--openface_csv", default=None, help="OpenFace FeatureExtraction csv to use for au.csv")
+    p.add_argument("--size", type=int, default=512,
+                   help="training frame side (px): other videos are cropped around the head and resized to it")
     p.add_argument("--focal", type=float, default=None, help="fix the focal length (pixels) instead of fitting it")
     p.add_argument("--force", action="store_true", help="redo the selected steps even if their outputs exist")
     return p

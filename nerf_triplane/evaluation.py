@@ -11,7 +11,8 @@ Inputs, for render ``<name>`` in ``W/results``:
 
 Outputs: ``W/results/metrics.json`` (merged: the trainer's keys stay, ``sync``, ``sync_gt``,
 ``baseline``, ``evaluation``, ``articulation`` (new audio: the mouth's spread against the
-training video's) are added; a render other than the one the trainer scored goes
+training video's), ``jitter`` (head pose jitter of the tracked poses, the GT frames and the render,
+:mod:`nerf_triplane.jitter`) are added; a render other than the one the trainer scored goes
 under ``renders.<name>``), ``W/results/report.md`` and ``W/results/<name>_strip.png``.
 
 PSNR per frame is capped at 100 dB so identical frames give a finite number (JSON has no inf).
@@ -342,6 +343,20 @@ def report_markdown(name: str, result: dict) -> str:
     if spread:
         lines += [f"Lip opening spread / the training video's (std ratio): {_fmt(spread.get('opening_std_ratio'))}; "
                   f"90th percentile {_fmt(spread.get('opening_p90'))} vs {_fmt(spread.get('opening_p90_gt'))}.", ""]
+    jitter = result.get("jitter")
+    if jitter:
+        lines += ["| head pose jitter (mean 2nd difference per frame) | rotation (deg) | translation (mm) |",
+                  "|---|---|---|"]
+        for key, label in (("tracked", "tracked poses under the render"), ("gt_landmarks", "GT video, by landmarks"),
+                           ("render_landmarks", "render, by landmarks")):
+            if jitter.get(key):
+                lines.append(f"| {label} | {_fmt(jitter[key]['rot_deg'])} | {_fmt(jitter[key]['trans_mm'], '.2f')} |")
+        lag = jitter.get("tracked_lag") or {}
+        lines += ["", "Poses by landmarks are fitted frame by frame (no smoothing) with the subject's face "
+                  "shape; tracked poses are the smoothed track the render was drawn from."
+                  + (f" The tracked rotation speed follows the GT frames' best at lag {lag['best_lag']} frames "
+                     f"(correlation {_fmt(lag.get('best_corr'))}, {_fmt(lag.get('corr_at_0'))} at lag 0)."
+                     if lag.get("best_lag") is not None else ""), ""]
     lines += ["| lip sync | model | GT video |", "|---|---|---|"]
     for key, label in (("corr_at_0", "correlation at lag 0"), ("best_lag", "best lag (frames)"),
                        ("best_corr", "best correlation"), ("corr_pred", "vs opening predicted from audio")):
@@ -358,7 +373,7 @@ def _merge_metrics(path: Path, name: str, result: dict) -> dict:
     fresh file), else under ``renders.<name>``. The trainer's keys are kept."""
     current = json.loads(path.read_text()) if path.is_file() else {}
     additions = {"sync": result["sync"], "sync_gt": result["sync_gt"], "baseline": result["baseline"],
-                 "articulation": result.get("articulation"),
+                 "articulation": result.get("articulation"), "jitter": result.get("jitter"),
                  "evaluation": {k: result[k] for k in ("name", "frames", "source", "split", "data", "audio")}}
     if result["metrics"]:
         additions["evaluation"]["metrics"] = result["metrics"]
@@ -389,7 +404,9 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
     Returns:
         ``name``, ``frames``, ``source``, ``split``, ``data``, ``audio``, ``metrics`` (psnr, ssim,
         lpips, lmd... or None without GT), ``sync``, ``sync_gt`` (None without GT),
-        ``baseline`` (None if skipped or without GT), ``paths`` (metrics, report, strip).
+        ``baseline`` (None if skipped or without GT), ``jitter`` (head pose jitter, see
+        :mod:`nerf_triplane.jitter`; None without the folder's ``track_params.pt``), ``paths``
+        (metrics, report, strip).
     """
     workspace = Path(workspace)
     results = workspace / "results"
@@ -433,11 +450,17 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
                 sync_gt["corr_pred"] = predicted["corr_pred_gt"]
     # Without GT, the spread of the mouth is judged against the training video's.
     spread = articulation(open_pred, training[1]) if metrics is None and training is not None else None
+    jitter = None
+    if render["data"] is not None:
+        from .jitter import jitter_table
+
+        jitter = jitter_table(render["data"], [int(f["img_id"]) for f in render["index"]], lms_pred, lms_gt,
+                              preds[0].shape[:2])
 
     result = {"name": name, "frames": len(preds), "source": render["source"], "split": render["split"],
               "data": None if render["data"] is None else str(render["data"]), "audio": audio_from,
               "metrics": metrics, "sync": sync, "sync_gt": sync_gt, "baseline": floor,
-              "articulation": spread}
+              "articulation": spread, "jitter": jitter}
     strip_path = results / f"{name}_strip.png"
     strip = frame_strip(preds, gts, lms_gt if lms_gt is not None else lms_pred)
     ok, png = cv2.imencode(".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))

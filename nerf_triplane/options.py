@@ -18,6 +18,7 @@ Deviations from the reference, each deliberate:
   (mouth-shape targets for the audio code, ``nerf_triplane/mouth.py``; default off).
   ``--max_nonfinite`` (default 20): a step whose loss or gradient is NaN/inf is skipped;
   that many in a row stop training with one error line (the reference raised at the first).
+- Added: ``--full_frame`` (``nerf_triplane/paste.py``: renders of a cropped video back in its full frame).
 Flags of features that are not built raise a clear error in `main.py` (see
 ``UNBUILT``) instead of being ignored.
 """
@@ -41,6 +42,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("-O", action="store_true", help="equals --fp16 --cuda_ray --exp_eye")
     p.add_argument("--test", action="store_true", help="render the test split and report metrics")
     p.add_argument("--test_train", action="store_true", help="with --test: render the train split (new-audio driving)")
+    p.add_argument("--full_frame", action="store_true",
+                   help="with --test: also paste the render back into the source video's frames (<name>_full.mp4)")
     p.add_argument("--data_range", type=int, nargs="*", default=[0, -1], help="frame slice [start, end] (-1 = all)")
     p.add_argument("--workspace", type=str, default="workspace")
     p.add_argument("--seed", type=int, default=0)

@@ -45,8 +45,8 @@ class VideoWriter:
 
     Use as a context manager: frames (uint8 [H, W, 3] or [H, W]) are encoded as they
     come, so long videos need no memory. With ``audio_path`` (any file ffmpeg reads:
-    wav, mp3, mp4, ...) its first audio stream is muxed in as AAC and cut to the video
-    length, so the frame count is exactly the number of frames given. H and W must be
+    wav, mp3, mp4, ...) its first audio stream is muxed in as AAC, cut or padded with silence
+    to the video length, so the frame count is exactly the number of frames given. H and W must be
     even (yuv420p). On an exception nothing is left behind.
     """
 
@@ -83,8 +83,9 @@ class VideoWriter:
                 str(self.tmp), (w, h), fps=self.fps, quality=self.quality, codec="libx264",
                 macro_block_size=1, ffmpeg_log_level="error", audio_path=self.audio_path,
                 audio_codec=None if self.audio_path is None else "aac",
-                # -shortest stops at the last video frame when the audio is longer.
-                output_params=["-shortest"] if self.audio_path is not None else None)
+                # apad + -shortest: the video decides the length, whether the audio is longer or
+                # shorter (a short track would otherwise cut the last frames off).
+                output_params=["-af", "apad", "-shortest"] if self.audio_path is not None else None)
             self._writer.send(None)
         elif frame.shape[:2] != self.size:
             h, w = self.size

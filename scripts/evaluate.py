@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {k: result[k] for k in ("name", "frames", "metrics", "sync", "sync_gt", "baseline", "paths")}
+    summary = {k: result[k] for k in ("name", "frames", "metrics", "sync", "sync_gt", "baseline", "jitter", "paths")}
     for key in ("sync", "sync_gt"):
         if summary[key]:
             # The per-lag list is in metrics.json; the summary stays readable.

@@ -117,6 +117,39 @@ def _workspace_with_gt_frames(ws, data, split):
     (ws / "results" / "metrics.json").write_text(json.dumps({"name": "ngp_ep0001", "psnr": 99.0}))
 
 
+def test_pose_jitter_scores_shaking_not_steady_motion():
+    from nerf_triplane.jitter import pose_jitter
+
+    n = 12
+    steady = np.zeros((n, 3))
+    steady[:, 1] = np.radians(0.5) * np.arange(n)  # turning at 0.5 deg per frame
+    steady[:, 0] = np.radians(0.2) * np.arange(n)
+    walk = np.stack([0.01 * np.arange(n), np.zeros(n), -5 + 0.02 * np.arange(n)], 1)  # dm, steady
+    still = pose_jitter(steady, walk)
+    # Two Euler angles at constant rates are not quite a constant angular velocity: ~0.002 deg.
+    assert still["rot_deg"] == pytest.approx(0, abs=0.01) and still["trans_mm"] == pytest.approx(0, abs=1e-9)
+    shake = np.zeros((n, 3))
+    shake[1::2, 1] = np.radians(1.0)  # yaw 0, 1, 0, 1 ... degrees: the turn rate flips by 2 deg
+    zigzag = walk.copy()
+    zigzag[1::2, 0] += 0.01  # 1 mm sideways every other frame: |0 - 2·1 + 0| = 2 mm
+    shaky = pose_jitter(shake, zigzag)
+    assert shaky["rot_deg"] == pytest.approx(2.0) and shaky["trans_mm"] == pytest.approx(2.0)
+    assert shaky["triples"] == n - 2
+    shake[5] = np.nan  # an unknown frame drops the three second differences it is part of
+    assert pose_jitter(shake, zigzag)["triples"] == n - 5
+
+
+def test_motion_lag_finds_a_late_track():
+    from nerf_triplane.jitter import motion_lag
+
+    rng = np.random.default_rng(1)
+    head = np.cumsum(rng.normal(0, 0.01, (80, 3)), axis=0)  # a wandering head, radians
+    measured = head + rng.normal(0, 0.001, head.shape)
+    late = np.roll(head, 2, axis=0)  # the track shows frame t - 2 at frame t
+    assert motion_lag(late, measured)["best_lag"] == 2
+    assert motion_lag(head, measured)["best_lag"] == 0 and motion_lag(head, measured)["best_corr"] > 0.9
+
+
 def test_mouth_corr_follows_the_lips():
     from nerf_triplane.evaluation import image_metrics
 
@@ -150,12 +183,17 @@ def test_evaluate_identical_frames(subject, tmp_path):
     assert result["sync"]["corr_pred"] > 0.5
     assert m["opening_std_ratio"] == pytest.approx(1.0) and m["opening_p90"] == m["opening_p90_gt"]
     assert result["baseline"] is None  # the floor is for held-out frames only
+    jitter = result["jitter"]  # the same frames shake alike, measured on either side
+    assert jitter["gt_landmarks"] == jitter["render_landmarks"] and jitter["render_landmarks"]["triples"] == 22
+    assert jitter["tracked"]["triples"] == 22 and jitter["tracked"]["rot_deg"] >= 0
+    assert set(jitter["tracked_lag"]) == {"best_lag", "best_corr", "corr_at_0"}
 
     merged = json.loads((ws / "results" / "metrics.json").read_text())
     assert merged["psnr"] == 99.0  # the trainer's value is kept
     assert merged["ssim"] == pytest.approx(1.0) and merged["sync"]["best_lag"] == 0
     report = (ws / "results" / "report.md").read_text()
     assert "ngp_ep0001_strip.png" in report and "| PSNR (dB) | 100.00 |" in report
+    assert "| render, by landmarks |" in report and merged["jitter"] == jitter
     import cv2
 
     strip = cv2.imread(str(ws / "results" / "ngp_ep0001_strip.png"))
