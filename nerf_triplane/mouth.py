@@ -29,6 +29,7 @@ import torch
 
 MOUTH = slice(48, 68)
 LEFT_EYE, RIGHT_EYE = slice(36, 42), slice(42, 48)
+INNER_TOP, INNER_BOTTOM = 62 - 48, 66 - 48  # middle of the inner upper / lower lip, in MOUTH
 
 
 def aligned_mouth(lms: np.ndarray) -> np.ndarray:
@@ -57,6 +58,17 @@ def aligned_mouth(lms: np.ndarray) -> np.ndarray:
     return out.reshape(len(lms), -1)
 
 
+def shape_opening(shapes: np.ndarray) -> np.ndarray:
+    """Inner-lip gap of aligned mouth shapes (``aligned_mouth`` layout), interocular units.
+
+    Args:
+        shapes: [N, 40]
+    Returns:
+        [N]: lower minus upper inner-lip middle point, along the face's vertical axis.
+    """
+    return shapes[:, 2 * INNER_BOTTOM + 1] - shapes[:, 2 * INNER_TOP + 1]
+
+
 class MouthBasis:
     """PCA of aligned mouth shapes, fitted on training frames only.
 
@@ -78,6 +90,10 @@ class MouthBasis:
         self.components = vt[:k]  # [K, 40]
         self.scale = float(s[0] / np.sqrt(len(x)))  # spread of the first component
         self.explained = float((s[:k] ** 2).sum() / (s ** 2).sum())
+
+    def shapes(self, coefficients: np.ndarray) -> np.ndarray:
+        """Aligned mouth shapes [N, 40] that coefficients [N, K] (``project``'s units) describe."""
+        return self.mean + (np.asarray(coefficients, dtype=np.float64) * self.scale) @ self.components
 
     def project(self, lms: np.ndarray) -> np.ndarray:
         """Coefficients in first-component spreads, NaN rows where landmarks are missing  # [N, K]."""

@@ -22,6 +22,8 @@ window of the frame ``shift`` positions later in the split. Figures:
   the training frames): ``lips_psnr_measured``, ``opening_corr_measured`` and
   ``opening_std_ratio_measured`` / ``opening_std_ratio_own`` (spread of the pasted openings /
   GT's). The lips a perfect audio-to-mouth prediction would give: the renderer's ceiling.
+  ``opening_corr_code``: the inner-lip gap of the mouth shape that the audio code's mouth
+  channels describe, correlated with the GT landmarks' gap (the prediction alone, no render).
 
 Costs about a second per frame on 2 CPU cores.
 """
@@ -60,11 +62,11 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
         ``lips_psnr_own``, ``lips_psnr_other``, ``psnr_gain``, ``opening_corr_own``,
         ``opening_corr_other``, ``opening_gain`` (None with fewer than 8 detected frames),
         ``checkpoint``; with ``measured`` also ``lips_psnr_measured``, ``opening_corr_measured``,
-        ``opening_std_ratio_own``, ``opening_std_ratio_measured``.
+        ``opening_std_ratio_own``, ``opening_std_ratio_measured``, ``opening_corr_code``.
     """
     from nerf_triplane.network import NeRFNetwork
     from nerf_triplane.provider import NeRFDataset
-    from nerf_triplane.mouth import MouthBasis
+    from nerf_triplane.mouth import MouthBasis, aligned_mouth, shape_opening
     from nerf_triplane.rays import get_rays
     from nerf_triplane.evaluation import articulation
     from nerf_triplane.sync import lagged_correlations, mouth_opening
@@ -84,10 +86,11 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
         from data_utils.landmarks import LandmarkDetector
 
         detector = LandmarkDetector("mediapipe")
-    coefficients = None
+    coefficients, basis = None, None
     if measured:
         train_lms = ds.landmarks if split == "train" else NeRFDataset(opt, device=device, type="train").landmarks
-        coefficients = MouthBasis(train_lms, opt.mouth_k).project(ds.landmarks)  # [N, K], NaN without landmarks
+        basis = MouthBasis(train_lms, opt.mouth_k)
+        coefficients = basis.project(ds.landmarks)  # [N, K], NaN without landmarks
     n = ds.num_frames
     shift = n // 4 if shift is None else int(shift)
     count = n if n_frames is None else min(int(n_frames), n)
@@ -135,7 +138,13 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
     extra = {}
     if measured:
         spread = {key: articulation(opening[key], opening["gt"])["opening_std_ratio"] for key in ("own", "measured")}
-        extra = {"lips_psnr_measured": _psnr(float(np.mean(with_measured))), "opening_corr_measured": corr("measured"),
+        codes = torch.cat([model.encode_audio(ds.get_audio_window(int(k))) for k in frames])[:, :opt.mouth_k]
+        implied = shape_opening(basis.shapes(codes.float().cpu().numpy()))
+        real = shape_opening(aligned_mouth(ds.landmarks[frames]))
+        known = np.isfinite(real)
+        c_code = float(np.corrcoef(implied[known], real[known])[0, 1]) if known.sum() >= 8 else float("nan")
+        extra = {"opening_corr_code": c_code if np.isfinite(c_code) else None,
+                 "lips_psnr_measured": _psnr(float(np.mean(with_measured))), "opening_corr_measured": corr("measured"),
                  "opening_std_ratio_own": spread["own"], "opening_std_ratio_measured": spread["measured"]}
     return {**extra, "frames": len(frames), "split": split, "shift": shift, "mse_own": mse_own, "mse_other": mse_other,
             "ratio": mse_other / mse_own if mse_own > 0 else None, "change": float(np.mean(change)),

@@ -95,3 +95,4 @@ def test_audio_influence_with_the_measured_mouth(subject, trained_head):
     assert "lips_psnr_measured" not in plain
     # Three frames are too few for a spread or a correlation: reported as unknown.
     assert result["opening_corr_measured"] is None and result["opening_std_ratio_measured"] is None
+    assert result["opening_corr_code"] is None

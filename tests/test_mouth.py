@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nerf_triplane.mouth import MouthBasis, MouthSupervision, aligned_mouth, concordance
+from nerf_triplane.mouth import MouthBasis, MouthSupervision, aligned_mouth, concordance, shape_opening
 from nerf_triplane.sync import mouth_opening
 from tests.conftest import single_thread, tiny_args
 
@@ -79,6 +79,18 @@ def test_supervision_fits_codes_that_carry_the_mouth():
             code = sup.codes(model, list(range(64)))[:, 0].numpy()
     assert after < 0.2 * before
     assert abs(np.corrcoef(code, openings)[0, 1]) > 0.9
+
+
+def test_basis_shapes_give_back_the_opening():
+    """Coefficients of all components describe the aligned shape again; its inner-lip gap is
+    the opening the face was drawn with (20 px per unit over eyes 100 px apart; ``face`` puts
+    point 62 below point 66, the other way round from iBUG's, hence the sign)."""
+    openings = np.linspace(0, 1, 30)
+    lms = np.stack([face(o, 1 + 0.1 * np.sin(7 * o)) for o in openings])
+    basis = MouthBasis(lms, 6)
+    shapes = basis.shapes(basis.project(lms))
+    np.testing.assert_allclose(shapes, aligned_mouth(lms), atol=1e-9)
+    np.testing.assert_allclose(shape_opening(shapes), -0.4 * openings, atol=1e-9)
 
 
 def test_concordance_rewards_the_full_spread():
