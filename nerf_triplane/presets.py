@@ -36,6 +36,12 @@ opening std ratio 0.55 -> 0.76, 0.37 -> 0.68, 0.49 -> 0.71, 0.20 -> 0.72; LMD 2.
 held-out lips PSNR gain with own vs other audio (scripts/audio_influence.py) 0.23 -> 1.77,
 0.32 -> 2.30, 0.15 -> 3.33 dB. May_5s (last 11 frames, 1000 steps): PSNR 29.31 -> 29.77, LMD
 3.75 -> 3.21, mouth_corr 0.21 -> 0.20. Adopted; the 16000-step schedule was not re-run with it.
+Fold 3 with it: mouth_corr 0.71, std ratio 0.68, LMD 1.56 px (floor 1.99), PSNR 32.02 dB.
+Not adopted: ``--mouth_teacher 0.5 --mouth_spread 1`` (same A/B command, one run per window),
+mouth -> both: mouth_corr 0.40 -> 0.56, 0.47 -> 0.36 (folds 0, 2), 0.20 -> 0.47 (May_5s);
+opening std ratio 0.76 -> 0.70, 0.71 -> 0.80, 0.13 -> 0.10; LMD 2.22 -> 2.07, 1.93 -> 1.96,
+3.21 -> 3.16 px; PSNR 30.93 -> 30.99, 32.15 -> 32.11, 29.77 -> 29.73 dB: no window improves
+on every figure.
 
 ``tiny``: smoke runs (CI, tests): a few dozen steps on 256 rays and a 32³ grid.
 
