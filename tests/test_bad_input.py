@@ -5,6 +5,7 @@ existed before is changed (the data folder and the workspace are hashed before a
 Rows about faces and real footage use a cut of May_5s.mp4 and skip without ../shared/data.
 """
 import errno
+import json
 import shutil
 import subprocess
 import tempfile
@@ -303,8 +304,26 @@ def test_faces_missing_in_more_than_a_tenth_of_the_frames(may, tmp_path, capsys)
 
 def test_several_faces_warn_and_use_the_largest(may, tmp_path, capsys):
     video = video_in_own_folder(tmp_path, "two")
-    ffmpeg("-i", may, "-filter_complex", "[0:v][0:v]hstack[v]", "-map", "[v]", "-map", "0:a", *ENCODE, video)
-    assert process.main([str(video), "--task", "3"]) == 0
+    # A second, smaller copy of the speaker beside her: the largest face is never in doubt, so
+    # the head crop of step 3 (a 768x512 source) follows the same one in every frame.
+    ffmpeg("-i", may, "-filter_complex", "[0:v]scale=256:256,pad=256:512[s];[0:v][s]hstack[v]", "-map", "[v]",
+           "-map", "0:a", *ENCODE, video)
+    code, watch = run_process(video, "--task", "3")
+    assert_warned(code, capsys, "2 faces in the image; using the largest")
+    watch.check()
+    x0, _, side = json.loads((video.parent / "crop.json").read_text())["box"]
+    assert x0 + side / 2 < 512  # centred on the large speaker, the left 512 columns
+    # The crop holds the large face only, so the landmark step sees one face per frame.
+    code, watch = run_process(video, "--task", "4")
+    assert code == 0 and outcome(capsys) == ([], [])
+
+
+
+def test_several_faces_in_a_512_video_warn_at_the_landmarks(may, tmp_path, capsys):
+    video = video_in_own_folder(tmp_path, "two512")
+    ffmpeg("-i", may, "-filter_complex", "[0:v][0:v]hstack,scale=512:512[v]", "-map", "[v]", "-map", "0:a",
+           *ENCODE, video)
+    assert process.main([str(video), "--task", "3"]) == 0  # 512²: no crop
     capsys.readouterr()
     code, watch = run_process(video, "--task", "4")
     assert_warned(code, capsys, "30 frames show several faces; used the largest")
