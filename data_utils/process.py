@@ -24,6 +24,7 @@ from typing import Callable
 if __package__ in (None, ""):  # run as a script: make `data_utils` importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from data_utils.asr_models import record_features  # noqa: E402
 from data_utils.atomic import save_npy, write_json  # noqa: E402
 from data_utils.audio import extract_wav, load_audio  # noqa: E402
 from data_utils.audio_features import engine_for, extract_features, feature_file_for  # noqa: E402
@@ -101,8 +102,10 @@ def _features(job: Job):
         raise PipelineError(f"step 'features' needs {wav}: run --task 1 first")
     feats = extract_features(load_audio(wav), engine=job.args.asr_model, fps=FPS,
                              weights=job.args.asr_weights)
-    save_npy(job.root / feature_file_for(job.args.asr_model), feats)
-    return {"shape": list(feats.shape)}
+    out = job.root / feature_file_for(job.args.asr_model)
+    save_npy(out, feats)
+    record_features(out, job.args.asr_model)
+    return {"shape": list(feats.shape), "file": out.name}
 
 
 def _frames(job: Job):
@@ -276,9 +279,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="step to run (-1 = all): 1 audio, 2 features, 3 frames, 4 landmarks, "
                         "5 parsing, 6 background, 7 torso/gt, 8 blinks, 9 tracking/transforms")
     p.add_argument("--asr_model", default="mel",
-                   help="audio features: mel (offline default) | deepspeech | wav2vec | hubert")
+                   help="audio model: mel (offline) | deepspeech | a Hugging Face HuBERT/wav2vec2 id or folder")
     p.add_argument("--asr_weights", default=None,
-                   help="local weights for deepspeech (.pb) / wav2vec / hubert (HF folder)")
+                   help="DeepSpeech's .pb, or a folder replacing the named model's download")
     p.add_argument("--landmark_engine", default="mediapipe", choices=("mediapipe", "fan"))
     p.add_argument("--parsing_engine", default="mediapipe", choices=("mediapipe", "bisenet"))
     p.add_argument("--bisenet_weights", default=None, help="BiSeNet 79999_iter.pth for --parsing_engine bisenet")

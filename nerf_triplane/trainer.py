@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 import tqdm
 
+from .audio_source import check_features_model
 from .checkpoint import CheckpointDir, atomic_torch_save, atomic_write_text, rng_state, set_rng_state
 from .metrics import LMDMeter, load_lpips, lpips_distance, psnr, ssim
 from .mouth import MouthSupervision
@@ -741,6 +742,7 @@ def check_compatible(model, ckpt: dict, path: Path) -> None:
         ckpt: loaded checkpoint, with the state dict under ``"model"``.
         path: file name for the messages.
     """
+    check_features_model(ckpt.get("asr_model"), getattr(model, "audio_source", None), path)
     want = int(model.audio_in_dim)
     have = ckpt.get("audio_dim")
     if have is not None and int(have) != want:

@@ -120,6 +120,23 @@ def _no_cpu_fp16(monkeypatch):
 
 
 @pytest.fixture
+def no_network(monkeypatch):
+    """Refuse every connection and name lookup (no test downloads); the list records the attempts."""
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[:2])
+        raise ConnectionRefusedError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
+
+
+@pytest.fixture
 def one_thread():
     """Run the test on one torch thread (opt in with ``pytestmark = usefixtures("one_thread")``)."""
     with single_thread():
