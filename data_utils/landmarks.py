@@ -79,8 +79,8 @@ class LandmarkDetector:
 
     Args:
         engine: ``"mediapipe"`` (face mesh shipped in the mediapipe wheel, ~5-10 ms per 512²
-            frame on CPU) or ``"fan"`` (face_alignment 2D-FAN + S3FD, weights must already be in
-            the torch hub cache; nothing is ever downloaded).
+            frame on CPU) or ``"fan"`` (face_alignment 2D-FAN + S3FD, loaded by face-alignment:
+            the torch hub cache, downloaded there on first use).
         video: mediapipe only: track across consecutive frames (faster, temporally stable);
             keep False for unrelated images.
         device: torch device for the FAN engine.
@@ -104,17 +104,22 @@ class LandmarkDetector:
 
     @staticmethod
     def _load_fan(device: str):
-        missing = [str(p) for p in fan_weight_files() if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"FAN landmark weights missing: {', '.join(missing)}; copy these face-alignment "
-                "files into that folder (~/.cache/torch/hub/checkpoints/) or use engine='mediapipe'"
-            )
         import face_alignment
 
-        return face_alignment.FaceAlignment(
-            face_alignment.LandmarksType.TWO_D, device=device, flip_input=False, compile=False
-        )
+        from data_utils.downloads import failure_reason, network_timeout
+
+        try:
+            with network_timeout():  # face-alignment's own loader: hub cache, downloaded on a miss
+                return face_alignment.FaceAlignment(
+                    face_alignment.LandmarksType.TWO_D, device=device, flip_input=False, compile=False
+                )
+        except OSError as err:  # URLError, timeouts, refused connections
+            missing = [p.name for p in fan_weight_files() if not p.is_file()]
+            raise FileNotFoundError(
+                f"FAN landmark weights {', '.join(missing) or '(face-alignment)'} are not in "
+                f"{fan_weight_files()[0].parent} and could not be downloaded ({failure_reason(err)}): "
+                "connect once (face-alignment caches them there), or use --landmark_engine mediapipe"
+            ) from err
 
     def detect_mesh(self, rgb: np.ndarray) -> np.ndarray | None:
         """MediaPipe face mesh of the largest face.

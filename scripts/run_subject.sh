@@ -6,7 +6,8 @@
 #   1. process    data_utils/process.py -> $WORK/data/<ID>/ (the video is copied to <ID>.mp4)
 #   2. head       main.py -> $WORK/trial_<ID>/ (MSE stage)
 #   3. lips       --finetune_lips --patch_size 32 in the same workspace; skipped with a notice
-#                 when the AlexNet LPIPS weights (alexnet-owt-7be5be79.pth) are absent
+#                 when the AlexNet LPIPS weights (alexnet-owt-7be5be79.pth) are neither in the
+#                 torch hub cache nor downloadable (offline)
 #   4. torso      --torso --head_ckpt trial_<ID>/checkpoints/ngp.pth -> $WORK/trial_<ID>_torso/
 #   5. test       scripts/evaluate.py on the head and on the torso workspace: scores the test
 #                 split that each training stage rendered at its end (results/metrics.json,
@@ -85,8 +86,8 @@ timed process "$PY" data_utils/process.py "$DATA/$ID.mp4"
 # shellcheck disable=SC2086  # the preset flags are a word list
 stage "$HEAD" head "2/6 head ($HEAD_FLAGS)" train --workspace "$HEAD" $HEAD_FLAGS
 if [ ! -f "$HEAD/stage_lips.done" ] && \
-    ! "$PY" -c "import sys; from nerf_triplane.metrics import find_alexnet_weights; sys.exit(find_alexnet_weights() is None)"; then
-  log "3/6 lips: skipped, no AlexNet LPIPS weights (put alexnet-owt-7be5be79.pth in the torch hub cache checkpoints/)"
+    ! "$PY" -c "import sys; from nerf_triplane.metrics import load_lpips; sys.exit(load_lpips(quiet=True) is None)"; then
+  log "3/6 lips: skipped, no AlexNet LPIPS weights (offline and alexnet-owt-7be5be79.pth not in the torch hub cache checkpoints/)"
 else
   # shellcheck disable=SC2086
   stage "$HEAD" lips "3/6 lips finetune ($LIPS_FLAGS)" train --workspace "$HEAD" $LIPS_FLAGS
