@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_utils.quiet import set_verbose
 from nerf_triplane.options import UNBUILT, parse_args
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".mp4", ".m4a", ".flac", ".ogg", ".aac", ".mkv", ".mov")
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    set_verbose(opt.verbose)
     try:
         return run(opt, argv)
     except (UsageError, FileNotFoundError, ValueError, FloatingPointError) as e:

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_utils.atomic import atomic_path
+from data_utils.quiet import quiet_native_logs
 
 # MediaPipe face-mesh vertex for each iBUG-68 point. Chosen on real frames (numbers drawn on
 # May_5s.mp4): the jaw vertices are the face-oval vertices nearest to 8 equal arc-length steps
@@ -93,12 +94,17 @@ class LandmarkDetector:
             raise ValueError(f"unknown landmark engine {engine!r}; use one of {ENGINES}")
         self.engine = engine
         self.last_num_faces = 0
+        self._warm = False  # whether a face was found: the first one logs a projection warning
         if engine == "mediapipe":
             import mediapipe as mp
 
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=not video, max_num_faces=2, refine_landmarks=True
-            )
+            with quiet_native_logs():
+                self._mesh = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=not video, max_num_faces=2, refine_landmarks=True
+                )
+                # The graph's threads open its models (and log about it) after the constructor
+                # returns; one blank frame waits for them inside the filtered window.
+                self._mesh.process(np.zeros((64, 64, 3), np.uint8))
         else:
             self._fan = self._load_fan(device)
 
@@ -135,8 +141,13 @@ class LandmarkDetector:
             raise ValueError(f"detect_mesh needs engine='mediapipe', this detector uses {self.engine!r}")
         _check_rgb(rgb)
         h, w = rgb.shape[:2]
-        result = self._mesh.process(rgb)
+        if self._warm:
+            result = self._mesh.process(rgb)
+        else:
+            with quiet_native_logs():
+                result = self._mesh.process(rgb)
         faces = result.multi_face_landmarks or []
+        self._warm = self._warm or bool(faces)
         self.last_num_faces = len(faces)
         if not faces:
             return None

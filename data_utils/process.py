@@ -29,6 +29,7 @@ from data_utils.atomic import save_npy, write_json  # noqa: E402
 from data_utils.audio import extract_wav, load_audio  # noqa: E402
 from data_utils.audio_features import engine_for, extract_features, feature_file_for  # noqa: E402
 from data_utils.frames import extract_frames, probe_video  # noqa: E402
+from data_utils.quiet import set_verbose  # noqa: E402
 
 FPS = 25
 LOG_NAME = "process_log.json"
@@ -288,11 +289,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--openface_csv", default=None, help="OpenFace FeatureExtraction csv to use for au.csv")
     p.add_argument("--focal", type=float, default=None, help="fix the focal length (pixels) instead of fitting it")
     p.add_argument("--force", action="store_true", help="redo the selected steps even if their outputs exist")
+    p.add_argument("--verbose", action="store_true", help="show mediapipe/TFLite start-up logs")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
+    set_verbose(args.verbose)
     try:
         run = run_pipeline(args)
     except (PipelineError, FileNotFoundError, ValueError, ImportError) as err:

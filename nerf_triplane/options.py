@@ -43,6 +43,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=str, default="auto", help="auto (cuda if available) | cpu | cuda")
     p.add_argument("--preset", type=str, default="", help="named settings from nerf_triplane/presets.py (empty = none)")
+    p.add_argument("--verbose", action="store_true", help="show mediapipe/TFLite start-up logs")
 
     g = p.add_argument_group("training")
     g.add_argument("--iters", type=int, default=200000, help="total training iterations")
