@@ -1,4 +1,4 @@
-"""Turn a talking-head video into an ER-NeRF training folder, offline.
+"""Turn a talking-head video into an ER-NeRF training folder (offline with the default engines).
 
     python data_utils/process.py data/<ID>/<ID>.mp4 [--task N] [--asr_model mel] [--force]
 
@@ -29,6 +29,7 @@ from data_utils.atomic import save_npy, write_json  # noqa: E402
 from data_utils.audio import extract_wav, load_audio  # noqa: E402
 from data_utils.audio_features import engine_for, extract_features, feature_file_for  # noqa: E402
 from data_utils.frames import extract_frames, probe_video  # noqa: E402
+from data_utils.help_groups import group_options  # noqa: E402
 from data_utils.quiet import set_verbose  # noqa: E402
 
 FPS = 25
@@ -283,14 +284,19 @@ def get_parser() -> argparse.ArgumentParser:
                    help="audio model: mel (offline) | deepspeech | a Hugging Face HuBERT/wav2vec2 id or folder")
     p.add_argument("--asr_weights", default=None,
                    help="DeepSpeech's .pb, or a folder replacing the named model's download")
-    p.add_argument("--landmark_engine", default="mediapipe", choices=("mediapipe", "fan"))
-    p.add_argument("--parsing_engine", default="mediapipe", choices=("mediapipe", "bisenet"))
+    p.add_argument("--landmark_engine", default="mediapipe", choices=("mediapipe", "fan"),
+                   help="mediapipe (weights in the wheel) | fan (face-alignment, downloads on first use)")
+    p.add_argument("--parsing_engine", default="mediapipe", choices=("mediapipe", "bisenet"),
+                   help="mediapipe (weights in the wheel) | bisenet (needs --bisenet_weights)")
     p.add_argument("--bisenet_weights", default=None, help="BiSeNet 79999_iter.pth for --parsing_engine bisenet")
     p.add_argument("--openface_csv", default=None, help="OpenFace FeatureExtraction csv to use for au.csv")
     p.add_argument("--focal", type=float, default=None, help="fix the focal length (pixels) instead of fitting it")
     p.add_argument("--force", action="store_true", help="redo the selected steps even if their outputs exist")
     p.add_argument("--verbose", action="store_true", help="show mediapipe/TFLite start-up logs")
-    return p
+    return group_options(p, {"steps": ("task", "force", "verbose"),
+                             "models": ("asr_model", "asr_weights", "landmark_engine", "parsing_engine",
+                                        "bisenet_weights"),
+                             "step settings": ("openface_csv", "focal")})
 
 
 def main(argv: list[str] | None = None) -> int:
