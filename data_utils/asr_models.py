@@ -11,7 +11,7 @@
   other model -> ``aud_<model>.npy``, so two models' features never overwrite each other.
 
 Weights load the way ``transformers`` loads them (its cache, its download, ``HF_HUB_OFFLINE`` /
-``TRANSFORMERS_OFFLINE`` honoured). A cached model is used without asking the Hub; a model that is
+``TRANSFORMERS_OFFLINE`` / ``ERNERF_OFFLINE`` honoured). A cached model is used without asking the Hub; a model that is
 not cached is downloaded, and when the Hub cannot be reached (a 3 s probe instead of the library's
 ~20 s of retries) or offline mode is set, one line says so.
 
@@ -28,6 +28,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+from data_utils.downloads import offline
 
 WAV2VEC_MODEL = "cpierse/wav2vec2-large-xlsr-53-esperanto"
 HUBERT_MODEL = "facebook/hubert-large-ls960-ft"
@@ -122,12 +124,6 @@ def _read_record(record: Path) -> dict:
 
 # ---------------------------------------------------------------------------- loading
 
-def offline_requested() -> bool:
-    """``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set to a true value."""
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
     """Whether a TCP connection to the Hub endpoint (``HF_ENDPOINT``) opens within ``timeout`` s.
 
@@ -150,7 +146,7 @@ def _unavailable(spec: AsrModel, source: str, local_only: bool, err: Exception) 
         return FileNotFoundError(f"{source}: not a loadable HuBERT/wav2vec2 model folder for --asr_model "
                                  f"{spec.name} ({first}); it needs config.json and the weights (save_pretrained)")
     if local_only:
-        why = "HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set" if offline_requested() else "the Hugging Face Hub is unreachable"
+        why = "offline mode is set (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE/ERNERF_OFFLINE)" if offline() else "the Hugging Face Hub is unreachable"
         return FileNotFoundError(f"--asr_model {spec.name}: not in the Hugging Face cache and {why}: run once "
                                  f"on a connected machine (it downloads into ~/.cache/huggingface/hub) or pass "
                                  f"a local model folder as --asr_model")
@@ -190,7 +186,7 @@ class _Fetcher:
         else:
             miss = FileNotFoundError(f"{self.source} is not in the cache")
         if self.online is None:
-            self.online = not offline_requested() and hub_reachable()
+            self.online = not offline() and hub_reachable()
         if not self.online:
             raise _unavailable(self.spec, self.source, True, miss)
         try:

@@ -112,8 +112,14 @@ class LandmarkDetector:
     def _load_fan(device: str):
         import face_alignment
 
-        from data_utils.downloads import failure_reason, network_timeout
+        from data_utils.downloads import OFFLINE_VARS, failure_reason, network_timeout, offline
 
+        missing = [p for p in fan_weight_files() if not p.is_file()]
+        if missing and offline():
+            raise FileNotFoundError(
+                f"FAN landmark weights {', '.join(p.name for p in missing)} are not in {missing[0].parent} and "
+                f"offline mode is set ({'/'.join(OFFLINE_VARS)}): connect once (face-alignment caches them "
+                "there), or use --landmark_engine mediapipe")
         try:
             with network_timeout():  # face-alignment's own loader: hub cache, downloaded on a miss
                 return face_alignment.FaceAlignment(

@@ -80,7 +80,7 @@ def alexnet_state(path: str | os.PathLike | None = None) -> dict:
 
     Raises FileNotFoundError (one line: the file, the reason, the fix) when neither works.
     """
-    from data_utils.downloads import failure_reason, network_timeout
+    from data_utils.downloads import OFFLINE_VARS, failure_reason, network_timeout, offline
 
     found = find_alexnet_weights(path)
     if found is not None:
@@ -88,14 +88,18 @@ def alexnet_state(path: str | os.PathLike | None = None) -> dict:
     from torchvision.models import AlexNet_Weights
 
     weights = AlexNet_Weights.IMAGENET1K_V1
+    where = Path(torch.hub.get_dir()) / "checkpoints"
+    fix = "connect once, or copy the file there, or pass --lpips_weights PATH"
+    if offline():
+        raise FileNotFoundError(f"LPIPS needs the AlexNet weights {ALEXNET_FILE}, which are not in {where} "
+                                f"and offline mode is set ({'/'.join(OFFLINE_VARS)}): {fix}")
     try:
         with network_timeout():
             return weights.get_state_dict(progress=False)
     except OSError as err:  # URLError, timeouts, refused connections
         raise FileNotFoundError(
-            f"LPIPS needs the AlexNet weights {ALEXNET_FILE}, which are not in "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints'} and could not be downloaded from {weights.url} "
-            f"({failure_reason(err)}): connect once, or copy the file there, or pass --lpips_weights PATH") from err
+            f"LPIPS needs the AlexNet weights {ALEXNET_FILE}, which are not in {where} and could not be "
+            f"downloaded from {weights.url} ({failure_reason(err)}): {fix}") from err
 
 
 def find_alexnet_weights(path: str | os.PathLike | None = None) -> Path | None:

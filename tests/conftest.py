@@ -1,6 +1,7 @@
 """Shared fixtures: the real data folder, backend switching, the tiny synthetic subject and a
 head model trained on it (built once per session and reused by the trainer/main/lips/torso/
 new-audio tests)."""
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -8,6 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# No test downloads anything: every weight loader of the project honours this switch; the tests
+# of the online-but-unreachable path lift it and refuse the network instead (no_network).
+os.environ["ERNERF_OFFLINE"] = "1"
 
 SUBJECT_FRAMES, SUBJECT_SIZE = 33, 64  # 30 train + 3 val frames of 64x64
 TRAIN_FRAMES = SUBJECT_FRAMES * 10 // 11  # 30: the first 10/11 of the frames train

@@ -97,6 +97,7 @@ def test_uncached_model_offline_is_one_line_within_seconds(tmp_path, monkeypatch
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.delenv("ERNERF_OFFLINE")
     if offline_env:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     else:

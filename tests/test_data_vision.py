@@ -138,6 +138,10 @@ def test_detect_folder_needs_frames(tmp_path):
 
 def test_fan_offline_without_weights_names_the_files(tmp_path, monkeypatch, no_network):
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match=r"2DFAN4-.*s3fd-.*offline mode is set"):
+        LandmarkDetector("fan")  # ERNERF_OFFLINE=1 (conftest): not even tried
+    assert no_network == []
+    monkeypatch.delenv("ERNERF_OFFLINE")
     import face_alignment  # noqa: F401  (import time is not the offline path's)
 
     start = time.perf_counter()

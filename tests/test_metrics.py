@@ -104,8 +104,17 @@ def test_lmd_real_detector_on_identical_frames():
     assert meter.update(frame, frame.copy()) == 0.0
 
 
-def test_lpips_offline_without_weights_is_none_with_one_line_notice(tmp_path, monkeypatch, capsys, no_network):
+def test_lpips_offline_mode_names_the_file_without_trying(tmp_path, monkeypatch, capsys, no_network):
     monkeypatch.delenv("ERNERF_LPIPS_RANDOM", raising=False)
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    assert metrics.load_lpips() is None and no_network == []  # ERNERF_OFFLINE=1 (conftest)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "alexnet-owt-7be5be79.pth" in line and "offline mode is set" in line and "--lpips_weights" in line
+
+
+def test_lpips_unreachable_network_is_none_with_one_line_notice(tmp_path, monkeypatch, capsys, no_network):
+    monkeypatch.delenv("ERNERF_LPIPS_RANDOM", raising=False)
+    monkeypatch.delenv("ERNERF_OFFLINE")
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
     import lpips  # noqa: F401  (import time is not the offline path's)
     import torchvision.models  # noqa: F401
