@@ -5,6 +5,7 @@ flags that shape the network and its rendering (``-O``, ``--grid_size``, ``--asr
 need not be repeated. A torso workspace without its own file starts from the head's
 (``--head_ckpt``). A flag given on the command line that contradicts the file is refused with
 one line; flags not given take the workspace's values (over a preset's and the defaults).
+Training with ``--ckpt scratch`` starts over: it ignores the file and writes a new one.
 """
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ def apply_stored_flags(opt: argparse.Namespace, explicit: set[str]) -> Path | No
     Returns:
         the file used, or None. ValueError when an explicit flag contradicts it.
     """
+    if opt.ckpt == "scratch" and not opt.test:
+        return None  # a fresh training run chooses its flags anew (and rewrites the file)
     stored, source = stored_flags(opt.workspace, opt.head_ckpt if opt.torso else "")
     if source is None:
         return None

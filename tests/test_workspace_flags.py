@@ -51,6 +51,9 @@ def test_flags_fill_and_contradict(tmp_path):
     opt = parse_args(argv)
     assert apply_stored_flags(opt, explicit_dests(argv)) == ws / FILE_NAME
     assert (opt.grid_size, opt.asr_model, opt.offset, opt.num_rays) == (64, "hubert", [0, 0.5, 0], 8)
+    argv = [str(tmp_path), "--workspace", str(ws), "--ckpt", "scratch", "--grid_size", "16"]
+    opt = parse_args(argv)
+    assert apply_stored_flags(opt, explicit_dests(argv)) is None and opt.asr_model == "mel"  # starts over
 
 
 def test_stale_file_and_torso_from_head(tmp_path):
