@@ -10,10 +10,10 @@
   ``hubert``) -> ``aud_hu.npy``, ``deepspeech`` -> ``aud_ds.npy``, ``mel`` -> ``aud.npy``; any
   other model -> ``aud_<model>.npy``, so two models' features never overwrite each other.
 
-Weights load the way ``transformers`` loads them (its cache, its download, ``HF_HUB_OFFLINE`` /
-``TRANSFORMERS_OFFLINE`` / ``ERNERF_OFFLINE`` honoured). A cached model is used without asking the Hub; a model that is
-not cached is downloaded, and when the Hub cannot be reached (a 3 s probe instead of the library's
-~20 s of retries) or offline mode is set, one line says so.
+Weights load the way ``transformers`` loads them (its cache, its download; ``HF_HUB_OFFLINE``,
+``TRANSFORMERS_OFFLINE`` and ``ERNERF_OFFLINE`` honoured). A cached model is used without asking
+the Hub; a model that is not cached is downloaded, and when the Hub cannot be reached (a 3 s probe
+instead of the library's ~20 s of retries) or offline mode is set, one line says so.
 
 Each folder holding features keeps ``audio_features.json`` (file name -> model) so a checkpoint
 trained on one model's features is never fed another's (``features_model``).
