@@ -11,7 +11,7 @@ Deviations from the reference, each deliberate:
 - ``--warmup_step`` is honoured (linear lr warm-up); its default 0 keeps the
   reference's behaviour, which ignores the flag.
 - Added: ``--device``, ``--eval_interval``, ``--save_interval``, ``--max_keep_ckpt``,
-  ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``,
+  ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``, ``--verbose``,
   ``--face_rays``/``--lips_rays`` (default 0 = the reference's uniform sampling), ``--lr_aud``
   (default 1 = the reference's learning rates), ``--mouth_sup``/``--mouth_pretrain``/``--mouth_k``
   (mouth-shape targets for the audio code, ``nerf_triplane/mouth.py``; default off).
