@@ -12,7 +12,7 @@ the stages; a rerun skips the stages that are done. Without ``--address`` a loca
 started (``--num_cpus``); with it, an existing cluster is used. Training stages ask for a GPU
 when the cluster has one, a CPU otherwise. A failing subject is reported with its one-line error
 and the others go on. The table (``W/run_many.csv``, ``W/run_many.md``) has every subject's
-status, stage times (s, this and earlier runs) and test metrics.
+status (done | failed | incomplete), stage times (s, this and earlier runs) and test metrics.
 """
 from __future__ import annotations
 
@@ -165,7 +165,11 @@ def subject_row(subject: dict, work: Path) -> dict:
         for line in times.read_text().splitlines():
             _, name, value = line.split("\t")
             seconds[name] = seconds.get(name, 0) + int(value)
-    row = {"subject": subject["id"], "status": "failed" if failure else "done", "error": failure}
+    # The last stage's output (run_subject.sh: the new-audio video, default audio data/<ID>/aud.wav).
+    stem = Path(subject["audio"]).stem if subject["audio"] else "aud"
+    finished = (root / f"trial_{subject['id']}_torso" / "results" / f"{stem}.mp4").is_file()
+    row = {"subject": subject["id"], "status": "failed" if failure else "done" if finished else "incomplete",
+           "error": failure}
     for stage in STAGES:
         spent = [seconds[n] for n in TIMED[stage] if n in seconds]
         row[f"{stage}_s"] = sum(spent) if spent else None

@@ -57,6 +57,18 @@ def test_two_subjects_and_a_broken_video(tmp_path):
     assert {sid: (work / sid / "stage_times.tsv").read_text() for sid in ("a", "b")} == times
 
 
+def test_table_of_unfinished_subjects(tmp_path):
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "x.mp4").write_bytes(b"")
+    (tmp_path / "w" / "x").mkdir(parents=True)
+    (tmp_path / "w" / "x" / "stage_times.tsv").write_text("x\tprocess\t12\nx\ttest_head\t3\nx\ttest\t4\n")
+    run = subprocess.run([sys.executable, "scripts/run_many.py", str(tmp_path / "v"), "--work", str(tmp_path / "w"),
+                          "--table"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    (row,) = csv.DictReader(open(tmp_path / "w" / "run_many.csv"))
+    assert (row["status"], row["process_s"], row["test_s"], row["head_s"]) == ("incomplete", "12", "7", "")
+
+
 def test_bad_lists_are_one_line(tmp_path):
     (tmp_path / "list.csv").write_text("clip\nx.mp4\n")
     for args, fragment in (([str(tmp_path / "list.csv")], "no 'video' column"),
