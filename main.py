@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from data_utils.atomic import check_writable, save_npy
+from data_utils.quiet import set_verbose
 from nerf_triplane.option_checks import check_numbers
 from nerf_triplane.options import UNBUILT, parse_args
 
@@ -102,6 +103,7 @@ def prepare_novel_audio(opt, workspace: Path) -> Path | None:
         return audio
     if src.suffix.lower() not in AUDIO_SUFFIXES:
         raise UsageError(f"--aud {src}: expected features .npy or audio {', '.join(AUDIO_SUFFIXES)}")
+    from data_utils.asr_models import record_features
     from data_utils.audio import load_audio
     from data_utils.audio_features import extract_features
     from data_utils.input_checks import check_audio_file, silence_warning
@@ -112,7 +114,9 @@ def prepare_novel_audio(opt, workspace: Path) -> Path | None:
         print(f"warning: {silent}", file=sys.stderr)
     feats = extract_features(audio, engine=opt.asr_model, fps=25, weights=opt.asr_weights or None)
     out = workspace / "results" / f"{src.stem}_feats.npy"
+    out.parent.mkdir(parents=True, exist_ok=True)
     save_npy(out, feats)
+    record_features(out, opt.asr_model)
     print(f"[INFO] {src}: {feats.shape[0]} frames of {opt.asr_model} features -> {out}")
     opt.aud = str(out)
     return src
@@ -153,10 +157,27 @@ def load_head_for_torso(model, path: str, train_frames: int) -> None:
             param.requires_grad = False
 
 
+def remember_model_flags(opt, argv: list[str] | None) -> None:
+    """Take the model flags this workspace (or its --head_ckpt's) was trained with, and give a
+    local ``--asr_model`` folder as an absolute path so checkpoints name it wherever they run."""
+    from data_utils.asr_models import resolve
+    from nerf_triplane.presets import explicit_dests
+    from nerf_triplane.workspace_flags import apply_stored_flags
+
+    source = apply_stored_flags(opt, explicit_dests(argv) if argv is not None else set())
+    if source is not None:
+        print(f"[INFO] model flags from {source}")
+    name = resolve(opt.asr_model).name
+    if Path(name).is_absolute():
+        opt.asr_model = name
+
+
 def run(opt, argv: list[str] | None = None) -> int:
+    from nerf_triplane.audio_source import features_source
     from nerf_triplane.network import NeRFNetwork
     from nerf_triplane.provider import NeRFDataset
     from nerf_triplane.trainer import Trainer
+    from nerf_triplane.workspace_flags import save_flags
 
     check_options(opt)
     if opt.preset:
@@ -164,6 +185,7 @@ def run(opt, argv: list[str] | None = None) -> int:
 
         apply_preset(opt, argv)
     check_numbers(opt)
+    remember_model_flags(opt, argv)
     seed_everything(opt.seed)
     # The reference disables TF32 for precision; it only matters on CUDA.
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -181,6 +203,7 @@ def run(opt, argv: list[str] | None = None) -> int:
         dataset.num_rays = -1
         loader = dataset.dataloader()
         model = NeRFNetwork(opt, audio_dim=dataset.audio_dim).to(device)
+        model.audio_source = features_source(opt)
         trainer = Trainer(opt, model, workspace, device, train=False)
         if trainer.load_checkpoint(opt.ckpt) is None:
             raise UsageError(f"--test needs a trained model: no checkpoint for --ckpt {opt.ckpt} in "
@@ -202,6 +225,7 @@ def run(opt, argv: list[str] | None = None) -> int:
 
     train_set = NeRFDataset(opt, device=device, type="train")
     model = NeRFNetwork(opt, audio_dim=train_set.audio_dim).to(device)
+    model.audio_source = features_source(opt)
     if opt.torso and opt.head_ckpt:
         load_head_for_torso(model, opt.head_ckpt, train_set.num_frames)
     elif opt.torso and not any(Path(workspace, "checkpoints").glob("ngp_ep*.pth")):
@@ -209,6 +233,7 @@ def run(opt, argv: list[str] | None = None) -> int:
     valid_loader = NeRFDataset(opt, device=device, type="val").dataloader()
     trainer = Trainer(opt, model, workspace, device, train=True)
     trainer.load_checkpoint(opt.ckpt)
+    save_flags(opt)
     if not trainer.train(train_set.dataloader(), valid_loader):
         return 130
     test_loader = NeRFDataset(opt, device=device, type="test").dataloader()
@@ -223,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    set_verbose(opt.verbose)
     try:
         return run(opt, argv)
     except (UsageError, OSError, ValueError, FloatingPointError) as e:

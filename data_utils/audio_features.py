@@ -3,10 +3,11 @@
 Every engine produces a feature sequence at 50 Hz (one step per 20 ms) and then cuts, for
 video frame ``i`` (at ``fps`` frames/s), the steps around time ``i / fps``:
 
-* windowed engines (``mel``, ``deepspeech``, ``wav2vec``): 16 steps ``[c - 8, c + 8)`` with
-  ``c = round(i * 50 / fps)`` (``c = 2 i`` at 25 fps) -> ``[n_frames, 16, dim]``; steps outside
-  the recording are zeros, as in the reference (zero-pad 8, windows of 16, stride 2);
-* ``hubert``: the 2 steps ``[c, c + 2)`` -> ``[n_frames, 2, 1024]``, as the reference's reshape.
+* windowed engines (``mel``, ``deepspeech``, wav2vec2 CTC logits): 16 steps ``[c - 8, c + 8)``
+  with ``c = round(i * 50 / fps)`` (``c = 2 i`` at 25 fps) -> ``[n_frames, 16, dim]``; steps
+  outside the recording are zeros, as in the reference (zero-pad 8, windows of 16, stride 2);
+* hidden states (HuBERT, and speech models without a CTC head): the 2 steps ``[c, c + 2)`` ->
+  ``[n_frames, 2, hidden_size]``, as the reference's reshape (1024 for hubert-large).
 
 ``mel`` is the offline default and needs no weights: 32 log-mel bands (80-7600 Hz) from a
 25 ms Hann window every 20 ms (n_fft 512), each band normalised over the whole utterance to mean 0
@@ -14,16 +15,18 @@ and std 1. The normalisation removes the recording's loudness and channel colour
 a new recording at another level are comparable to the training ones, and the zero padding at
 the edges equals the utterance mean (a neutral value).
 
-The other engines keep the reference's real models and fail with a one-line error naming the
-missing weights; tests inject small random models through ``model=``.
+The other engines run real models: any HuBERT / wav2vec2-style model transformers loads (by Hub
+id or folder, ``data_utils/asr_models.py``) and DeepSpeech 0.1.0 from its manually downloaded
+graph; missing weights end with a one-line error. Tests inject small random models (``model=``).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from data_utils.asr_models import load_speech_model, resolve
 
 SAMPLE_RATE = 16000
 FEATURE_RATE = 50  # steps per second of every engine's sequence
@@ -33,49 +36,25 @@ MEL_BANDS = 32
 MEL_FMIN, MEL_FMAX = 80.0, 7600.0
 MEL_NFFT, MEL_WIN = 512, 400
 
-WAV2VEC_MODEL = "cpierse/wav2vec2-large-xlsr-53-esperanto"
-HUBERT_MODEL = "facebook/hubert-large-ls960-ft"
 DEEPSPEECH_PB = Path.home() / ".tensorflow" / "models" / "deepspeech-0_1_0-b90017e8.pb"
-
-ENGINES = ("mel", "deepspeech", "wav2vec", "hubert")
+DEEPSPEECH_URL = "https://github.com/mozilla/DeepSpeech/releases/tag/v0.1.0"
 
 
 # ---------------------------------------------------------------------------- names
 
-FEATURE_FILES = {"deepspeech": "aud_ds.npy", "wav2vec": "aud_eo.npy", "hubert": "aud_hu.npy", "mel": "aud.npy"}
-
-
-def _family(asr_model: str) -> str | None:
-    """Engine named by ``asr_model``, matched like the reference loader, or None."""
-    name = asr_model.lower()
-    if "deepspeech" in name:
-        return "deepspeech"
-    if "esperanto" in name or "wav2vec" in name:
-        return "wav2vec"
-    if "hubert" in name:
-        return "hubert"
-    return "mel" if name == "mel" else None
-
-
 def engine_for(asr_model: str) -> str:
-    """Engine used for an ``--asr_model`` value ('deepspeech', 'wav2vec', 'hubert' or 'mel').
+    """Engine of an ``--asr_model`` value: 'mel', 'deepspeech' or 'speech' (HuBERT/wav2vec2-style).
 
-    Names are matched like the reference loader: containing 'deepspeech'; 'esperanto' or
-    'wav2vec'; 'hubert'; and 'mel' itself.
+    ValueError for a value that names no model (see ``data_utils.asr_models.resolve``).
     """
-    engine = _family(asr_model)
-    if engine is None:
-        raise ValueError(f"unknown --asr_model {asr_model!r}: use mel, deepspeech, wav2vec or hubert "
-                         "(or a model id containing 'esperanto'/'wav2vec'/'hubert')")
-    return engine
+    return resolve(asr_model).engine
 
 
 def feature_file_for(asr_model: str) -> str:
-    """File name (inside the data folder) the features of ``asr_model`` are stored under.
-
-    Any name the reference does not recognise maps to ``aud.npy``, as in the reference.
-    """
-    return FEATURE_FILES[_family(asr_model) or "mel"]
+    """File name (inside the data folder) the features of ``asr_model`` are stored under:
+    the reference's ``aud.npy`` / ``aud_ds.npy`` / ``aud_eo.npy`` / ``aud_hu.npy`` for its names,
+    ``aud_<model>.npy`` for any other model."""
+    return resolve(asr_model).feature_file
 
 
 # ---------------------------------------------------------------------------- windowing
@@ -173,43 +152,36 @@ def mel_features(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 # ---------------------------------------------------------------------------- transformers engines
 
 def _normalise_wave(audio: np.ndarray) -> np.ndarray:
-    # Same zero-mean/unit-variance input normalisation as the models' feature extractors
-    # (do_normalize=True for both checkpoints), done here so no processor files are needed.
+    # What Wav2Vec2FeatureExtractor does with do_normalize=True, for models that ship no extractor.
     audio = np.asarray(audio, dtype=np.float32)
     return (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
 
 
-def _load_hf(cls_name: str, default_id: str, weights: str | os.PathLike | None, engine: str):
-    import transformers
-
-    cls = getattr(transformers, cls_name)
-    source = str(weights) if weights else default_id
-    if weights and not Path(weights).exists():
-        raise FileNotFoundError(f"--asr_weights {weights} does not exist: pass a folder holding the "
-                                f"{engine} model's config.json and weights ({default_id})")
-    try:
-        model = cls.from_pretrained(source, local_files_only=True)
-    except OSError as err:
-        raise FileNotFoundError(
-            f"{engine} weights '{source}' are not available offline: download {default_id} on a "
-            f"connected machine into the Hugging Face cache (~/.cache/huggingface/hub) or pass "
-            f"--asr_weights <folder with config.json + weights>") from err
-    return model.eval()
+def conv_geometry(config) -> tuple[int, int]:
+    """Receptive field and hop, in samples, of a wav2vec2-style convolutional feature encoder."""
+    field, hop = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        field += (kernel - 1) * hop
+        hop *= stride
+    return field, hop
 
 
 def _conv_frames(model, wave: np.ndarray, output: str, chunk_steps: int = 1000) -> np.ndarray:
     """Run a wav2vec2-style model over ``wave`` in chunks, returning one row per 20 ms step.
 
-    The feature CNN acts as one conv of kernel 400 and stride 320, so a chunk of
-    ``320 * (C - 1) + 400`` samples starting at ``320 * C * k`` yields exactly steps
-    ``[C k, C (k + 1))``; chunking bounds the transformer's quadratic memory on long audio.
+    The feature CNN acts as one conv of kernel ``F`` (400 samples for these models) and stride
+    320, so a chunk of ``320 * (C - 1) + F`` samples starting at ``320 * C * k`` yields exactly
+    steps ``[C k, C (k + 1))``; chunking bounds the transformer's quadratic memory on long audio.
 
     Returns:
-        ``(n_samples - 400) // 320 + 1`` rows  # [T, D] float32
+        ``(n_samples - F) // 320 + 1`` rows  # [T, D] float32
     """
     import torch
 
-    kernel = 400
+    kernel, hop = conv_geometry(model.config)
+    if hop != HOP:
+        raise ValueError(f"the audio model's feature encoder steps every {hop} samples; ER-NeRF's features "
+                         f"need {HOP} (50 Hz at 16 kHz), as HuBERT and wav2vec2 have")
     n_steps = (len(wave) - kernel) // HOP + 1
     if n_steps <= 0:
         raise ValueError(f"audio too short for the model: {len(wave)} samples, need >= {kernel}")
@@ -219,24 +191,33 @@ def _conv_frames(model, wave: np.ndarray, output: str, chunk_steps: int = 1000) 
         for first in range(0, n_steps, chunk_steps):
             count = min(chunk_steps, n_steps - first)
             piece = wave[first * HOP: first * HOP + HOP * (count - 1) + kernel]
-            x = torch.from_numpy(np.ascontiguousarray(piece))[None].to(device)
+            x = torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32))[None].to(device)
             out = getattr(model(x), output)[0]  # [count, D]
             rows.append(out[:count].float().cpu().numpy())
     return np.concatenate(rows, axis=0)
 
 
-def wav2vec_features(audio: np.ndarray, weights=None, model=None) -> np.ndarray:
-    """CTC logits of a ``Wav2Vec2ForCTC`` model (44 for the Esperanto checkpoint) at 50 Hz  # [T, V]."""
-    if model is None:
-        model = _load_hf("Wav2Vec2ForCTC", WAV2VEC_MODEL, weights, "wav2vec")
-    return _conv_frames(model, _normalise_wave(audio), "logits")
+def speech_features(audio: np.ndarray, asr_model: str, weights=None, model=None,
+                    extractor=None) -> tuple[np.ndarray, bool]:
+    """A HuBERT / wav2vec2-style model's output at 50 Hz.
 
+    Args:
+        audio: 16 kHz mono samples in [-1, 1]  # [n_samples]
+        asr_model: Hub id or folder (loaded with ``asr_models.load_speech_model`` unless ``model``)
+        model, extractor: an already-built model (and its feature extractor, or None)
 
-def hubert_features(audio: np.ndarray, weights=None, model=None) -> np.ndarray:
-    """Last hidden state of a ``HubertModel`` (1024-d for hubert-large) at 50 Hz  # [T, H]."""
+    Returns:
+        ``(sequence, ctc)``: CTC logits ``[T, vocab_size]`` for a ``*ForCTC`` model (ctc True),
+        else the last hidden state ``[T, hidden_size]`` (HuBERT, as the reference).
+    """
     if model is None:
-        model = _load_hf("HubertModel", HUBERT_MODEL, weights, "hubert")
-    return _conv_frames(model, _normalise_wave(audio), "last_hidden_state")
+        model, extractor = load_speech_model(asr_model, weights)
+    if extractor is not None:
+        wave = extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0]
+    else:
+        wave = _normalise_wave(audio)
+    ctc = type(model).__name__.endswith("ForCTC")
+    return _conv_frames(model, wave, "logits" if ctc else "last_hidden_state"), ctc
 
 
 # ---------------------------------------------------------------------------- deepspeech
@@ -301,8 +282,10 @@ def deepspeech_input(audio: np.ndarray, num_cep: int = 26, context: int = 9) -> 
 def _load_deepspeech(weights) -> Callable[[np.ndarray], np.ndarray]:
     pb = Path(weights) if weights else DEEPSPEECH_PB
     if not pb.is_file():
-        raise FileNotFoundError(f"DeepSpeech 0.1.0 graph not found at {pb}: put "
-                                f"deepspeech-0_1_0-b90017e8.pb there or pass --asr_weights <file.pb>")
+        # As in the reference, this graph is a manual download (it is not on any model hub).
+        raise FileNotFoundError(f"DeepSpeech 0.1.0 graph not found at {pb}: download "
+                                f"deepspeech-0_1_0-b90017e8.pb (DeepSpeech v0.1.0 release, {DEEPSPEECH_URL}) "
+                                f"to {DEEPSPEECH_PB} or pass --asr_weights <file.pb>")
     try:
         import tensorflow.compat.v1 as tf
     except ImportError as err:
@@ -344,24 +327,26 @@ def deepspeech_features(audio: np.ndarray, weights=None, model=None) -> np.ndarr
 
 def extract_features(audio: np.ndarray, sr: int = SAMPLE_RATE, engine: str = "mel",
                      n_frames: int | None = None, fps: float = 25, weights=None,
-                     model=None) -> np.ndarray:
+                     model=None, extractor=None) -> np.ndarray:
     """Audio features for each video frame.
 
     Args:
         audio: mono float32 samples in [-1, 1] at ``sr`` (16 kHz)  # [n_samples]
-        engine: 'mel' | 'deepspeech' | 'wav2vec' | 'hubert' (or any ``--asr_model`` value)
+        engine: any ``--asr_model`` value: 'mel', 'deepspeech', a Hugging Face model id or a
+            local folder of a HuBERT / wav2vec2-style model (aliases 'wav2vec', 'hubert')
         n_frames: frames to produce (default ``round(duration * fps)``); shorter audio is
             zero-padded, longer audio cropped
         fps: video frame rate
-        weights: local model file/folder for the weight-based engines (default: the reference
-            checkpoint in its usual cache)
-        model: an already-built model to use instead of loading one (tests, reuse)
+        weights: DeepSpeech's ``.pb``, or a local folder replacing the named model's download
+        model: an already-built model to use instead of loading one (tests, reuse); for
+            deepspeech a callable ``[T, 494] -> [T, 29]``
+        extractor: the feature extractor going with ``model`` (None: normalise the wave)
 
     Returns:
-        mel ``[n_frames, 16, 32]``, deepspeech ``[n_frames, 16, 29]``, wav2vec
-        ``[n_frames, 16, 44]``, hubert ``[n_frames, 2, 1024]``; float32
+        mel ``[n_frames, 16, 32]``, deepspeech ``[n_frames, 16, 29]``, CTC models (wav2vec2)
+        ``[n_frames, 16, vocab_size]``, other models (HuBERT) ``[n_frames, 2, hidden_size]``; float32
     """
-    engine = engine_for(engine)
+    kind = engine_for(engine)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
         raise ValueError(f"extract_features expects non-empty mono audio [n_samples], got {audio.shape}")
@@ -371,10 +356,11 @@ def extract_features(audio: np.ndarray, sr: int = SAMPLE_RATE, engine: str = "me
         n_frames = default_n_frames(len(audio), sr, fps)
     if n_frames <= 0:
         raise ValueError(f"n_frames must be positive, got {n_frames}")
-    if engine == "mel":
+    if kind == "mel":
         return frame_windows(mel_features(audio, sr), n_frames, fps)
-    if engine == "deepspeech":
+    if kind == "deepspeech":
         return frame_windows(deepspeech_features(audio, weights, model), n_frames, fps)
-    if engine == "wav2vec":
-        return frame_windows(wav2vec_features(audio, weights, model), n_frames, fps)
-    return frame_windows(hubert_features(audio, weights, model), n_frames, fps, win=2, offset=0)
+    seq, ctc = speech_features(audio, engine, weights, model, extractor)
+    if ctc:
+        return frame_windows(seq, n_frames, fps)
+    return frame_windows(seq, n_frames, fps, win=2, offset=0)

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_utils.atomic import atomic_path
+from data_utils.quiet import quiet_native_logs
 
 # MediaPipe face-mesh vertex for each iBUG-68 point. Chosen on real frames (numbers drawn on
 # May_5s.mp4): the jaw vertices are the face-oval vertices nearest to 8 equal arc-length steps
@@ -79,8 +80,8 @@ class LandmarkDetector:
 
     Args:
         engine: ``"mediapipe"`` (face mesh shipped in the mediapipe wheel, ~5-10 ms per 512²
-            frame on CPU) or ``"fan"`` (face_alignment 2D-FAN + S3FD, weights must already be in
-            the torch hub cache; nothing is ever downloaded).
+            frame on CPU) or ``"fan"`` (face_alignment 2D-FAN + S3FD, loaded by face-alignment:
+            the torch hub cache, downloaded there on first use).
         video: mediapipe only: track across consecutive frames (faster, temporally stable);
             keep False for unrelated images.
         device: torch device for the FAN engine.
@@ -93,28 +94,44 @@ class LandmarkDetector:
             raise ValueError(f"unknown landmark engine {engine!r}; use one of {ENGINES}")
         self.engine = engine
         self.last_num_faces = 0
+        self._warm = False  # whether a face was found: the first one logs a projection warning
         if engine == "mediapipe":
             import mediapipe as mp
 
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=not video, max_num_faces=2, refine_landmarks=True
-            )
+            with quiet_native_logs():
+                self._mesh = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=not video, max_num_faces=2, refine_landmarks=True
+                )
+                # The graph's threads open its models (and log about it) after the constructor
+                # returns; one blank frame waits for them inside the filtered window.
+                self._mesh.process(np.zeros((64, 64, 3), np.uint8))
         else:
             self._fan = self._load_fan(device)
 
     @staticmethod
     def _load_fan(device: str):
-        missing = [str(p) for p in fan_weight_files() if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"FAN landmark weights missing: {', '.join(missing)}; copy these face-alignment "
-                "files into that folder (~/.cache/torch/hub/checkpoints/) or use engine='mediapipe'"
-            )
         import face_alignment
 
-        return face_alignment.FaceAlignment(
-            face_alignment.LandmarksType.TWO_D, device=device, flip_input=False, compile=False
-        )
+        from data_utils.downloads import OFFLINE_VARS, failure_reason, network_timeout, offline
+
+        missing = [p for p in fan_weight_files() if not p.is_file()]
+        if missing and offline():
+            raise FileNotFoundError(
+                f"FAN landmark weights {', '.join(p.name for p in missing)} are not in {missing[0].parent} and "
+                f"offline mode is set ({'/'.join(OFFLINE_VARS)}): connect once (face-alignment caches them "
+                "there), or use --landmark_engine mediapipe")
+        try:
+            with network_timeout():  # face-alignment's own loader: hub cache, downloaded on a miss
+                return face_alignment.FaceAlignment(
+                    face_alignment.LandmarksType.TWO_D, device=device, flip_input=False, compile=False
+                )
+        except OSError as err:  # URLError, timeouts, refused connections
+            missing = [p.name for p in fan_weight_files() if not p.is_file()]
+            raise FileNotFoundError(
+                f"FAN landmark weights {', '.join(missing) or '(face-alignment)'} are not in "
+                f"{fan_weight_files()[0].parent} and could not be downloaded ({failure_reason(err)}): "
+                "connect once (face-alignment caches them there), or use --landmark_engine mediapipe"
+            ) from err
 
     def detect_mesh(self, rgb: np.ndarray) -> np.ndarray | None:
         """MediaPipe face mesh of the largest face.
@@ -130,8 +147,13 @@ class LandmarkDetector:
             raise ValueError(f"detect_mesh needs engine='mediapipe', this detector uses {self.engine!r}")
         _check_rgb(rgb)
         h, w = rgb.shape[:2]
-        result = self._mesh.process(rgb)
+        if self._warm:
+            result = self._mesh.process(rgb)
+        else:
+            with quiet_native_logs():
+                result = self._mesh.process(rgb)
         faces = result.multi_face_landmarks or []
+        self._warm = self._warm or bool(faces)
         self.last_num_faces = len(faces)
         if not faces:
             return None

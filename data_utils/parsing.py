@@ -171,7 +171,13 @@ class MediapipeParser:
     def __init__(self):
         import mediapipe as mp
 
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        from data_utils.quiet import quiet_native_logs
+
+        with quiet_native_logs():
+            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+            # The graph's threads open its model (and log about it) after the constructor
+            # returns; one blank frame waits for them inside the filtered window.
+            self._seg.process(np.zeros((64, 64, 3), np.uint8))
 
     def person_mask(self, rgb: np.ndarray) -> np.ndarray:
         """``[H, W]`` bool person mask of an RGB uint8 frame ``[H, W, 3]``."""

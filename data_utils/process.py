@@ -1,4 +1,4 @@
-"""Turn a talking-head video into an ER-NeRF training folder, offline.
+"""Turn a talking-head video into an ER-NeRF training folder (offline with the default engines).
 
     python data_utils/process.py data/<ID>/<ID>.mp4 [--task N] [--asr_model mel] [--force]
 
@@ -28,13 +28,16 @@ from typing import Callable
 if __package__ in (None, ""):  # run as a script: make `data_utils` importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from data_utils.asr_models import record_features  # noqa: E402
 from data_utils.atomic import check_writable, remove_stale_temps, save_npy, write_json  # noqa: E402
 from data_utils.audio import SAMPLE_RATE, extract_wav, load_audio  # noqa: E402
 from data_utils.audio_features import engine_for, extract_features, feature_file_for  # noqa: E402
 from data_utils.crop import CROP_NAME, crop_for_video, ffmpeg_filter, needs_crop  # noqa: E402
 from data_utils.frames import extract_frames, probe_video  # noqa: E402
+from data_utils.help_groups import group_options  # noqa: E402
 from data_utils.input_checks import (check_audio_covers, check_frame_size, grayscale_warning,  # noqa: E402
                                      variable_rate_warning, video_warnings)
+from data_utils.quiet import set_verbose  # noqa: E402
 
 FPS = 25
 LOG_NAME = "process_log.json"
@@ -109,8 +112,10 @@ def _features(job: Job):
     audio = load_audio(wav)
     check_audio_covers(len(audio) / SAMPLE_RATE, job.meta, job.video)
     feats = extract_features(audio, engine=job.args.asr_model, fps=FPS, weights=job.args.asr_weights)
-    save_npy(job.root / feature_file_for(job.args.asr_model), feats)
-    return {"shape": list(feats.shape)}
+    out = job.root / feature_file_for(job.args.asr_model)
+    save_npy(out, feats)
+    record_features(out, job.args.asr_model)
+    return {"shape": list(feats.shape), "file": out.name}
 
 
 def _frames(job: Job):
@@ -301,18 +306,24 @@ def get_parser() -> argparse.ArgumentParser:
                    help="step to run (-1 = all): 1 audio, 2 features, 3 frames, 4 landmarks, "
                         "5 parsing, 6 background, 7 torso/gt, 8 blinks, 9 tracking/transforms")
     p.add_argument("--asr_model", default="mel",
-                   help="audio features: mel (offline default) | deepspeech | wav2vec | hubert")
+                   help="audio model: mel (offline) | deepspeech | a Hugging Face HuBERT/wav2vec2 id or folder")
     p.add_argument("--asr_weights", default=None,
-                   help="local weights for deepspeech (.pb) / wav2vec / hubert (HF folder)")
-    p.add_argument("--landmark_engine", default="mediapipe", choices=("mediapipe", "fan"))
-    p.add_argument("--parsing_engine", default="mediapipe", choices=("mediapipe", "bisenet"))
+                   help="DeepSpeech's .pb, or a folder replacing the named model's download")
+    p.add_argument("--landmark_engine", default="mediapipe", choices=("mediapipe", "fan"),
+                   help="mediapipe (weights in the wheel) | fan (face-alignment, downloads on first use)")
+    p.add_argument("--parsing_engine", default="mediapipe", choices=("mediapipe", "bisenet"),
+                   help="mediapipe (weights in the wheel) | bisenet (needs --bisenet_weights)")
     p.add_argument("--bisenet_weights", default=None, help="BiSeNet 79999_iter.pth for --parsing_engine bisenet")
     p.add_argument("--openface_csv", default=None, help="OpenFace FeatureExtraction csv to use for au.csv")
     p.add_argument("--size", type=int, default=512,
                    help="training frame side (px): other videos are cropped around the head and resized to it")
     p.add_argument("--focal", type=float, default=None, help="fix the focal length (pixels) instead of fitting it")
     p.add_argument("--force", action="store_true", help="redo the selected steps even if their outputs exist")
-    return p
+    p.add_argument("--verbose", action="store_true", help="show mediapipe/TFLite start-up logs")
+    return group_options(p, {"steps": ("task", "force", "verbose"),
+                             "models": ("asr_model", "asr_weights", "landmark_engine", "parsing_engine",
+                                        "bisenet_weights"),
+                             "step settings": ("openface_csv", "focal")})
 
 
 def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -322,6 +333,7 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     warnings.showwarning = _print_warning  # one line per warning, like the errors
+    set_verbose(args.verbose)
     try:
         run = run_pipeline(args)
     except (PipelineError, OSError, ValueError, ImportError) as err:

@@ -13,7 +13,8 @@ Outputs: ``W/results/metrics.json`` (merged: the trainer's keys stay, ``sync``, 
 ``baseline``, ``evaluation``, ``articulation`` (new audio: the mouth's spread against the
 training video's), ``jitter`` (head pose jitter of the tracked poses, the GT frames and the render,
 :mod:`nerf_triplane.jitter`) are added; a render other than the one the trainer scored goes
-under ``renders.<name>``), ``W/results/report.md`` and ``W/results/<name>_strip.png``.
+under ``renders.<name>``), ``W/results/report.md`` (``<name>_report.md`` for a new-audio
+render) and ``W/results/<name>_strip.png``.
 
 PSNR per frame is capped at 100 dB so identical frames give a finite number (JSON has no inf).
 The sync score is that of :mod:`nerf_triplane.sync`, for the prediction and for the GT frames
@@ -321,6 +322,12 @@ def _fmt(v, spec: str = ".3f") -> str:
     return format(v, spec) if isinstance(v, float) else str(v)
 
 
+def report_name(name: str, render: dict) -> str:
+    """``report.md`` for a render scored against GT frames (the test split's evaluation);
+    ``<name>_report.md`` for one driven by new audio, so the two never overwrite each other."""
+    return f"{name}_report.md" if render["aud"] else "report.md"
+
+
 def report_markdown(name: str, result: dict) -> str:
     """The human summary written to ``report.md``."""
     m, base = result.get("metrics") or {}, result.get("baseline") or {}
@@ -467,7 +474,7 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
     if not ok:
         raise ValueError(f"could not encode {strip_path}")
     _atomic_write_bytes(strip_path, png.tobytes())
-    report_path = results / "report.md"
+    report_path = results / report_name(name, render)
     _atomic_write_bytes(report_path, report_markdown(name, result).encode())
     metrics_path = results / "metrics.json"
     _merge_metrics(metrics_path, name, result)

@@ -3,10 +3,10 @@
 Images are float arrays/tensors in [0, 1], shaped [H, W, 3]. Each function returns a
 plain float so results go straight into ``metrics.json``.
 
-LPIPS needs the ImageNet AlexNet weights (``alexnet-owt-7be5be79.pth``), which cannot be
-downloaded here: ``load_lpips`` looks for them in ``--lpips_weights`` or the torch hub
-cache and returns None (with a one-line notice) when they are absent. The small LPIPS
-linear heads ship inside the ``lpips`` wheel. ``ERNERF_LPIPS_RANDOM=1`` (tests only)
+LPIPS needs torchvision's ImageNet AlexNet weights (``alexnet-owt-7be5be79.pth``):
+``--lpips_weights PATH`` if given, else torchvision's own loading (the torch hub cache,
+downloaded there on first use). Offline and not cached, ``load_lpips`` returns None with a
+one-line notice within seconds. The small LPIPS linear heads ship inside the ``lpips`` wheel. ``ERNERF_LPIPS_RANDOM=1`` (tests only)
 builds the network with a random backbone so code paths can run without the weights.
 """
 from __future__ import annotations
@@ -75,6 +75,33 @@ def ssim(pred, gt, window: int = 11, sigma: float = 1.5) -> float:
     return (num / den).mean().item()
 
 
+def alexnet_state(path: str | os.PathLike | None = None) -> dict:
+    """AlexNet state dict: ``path`` if given, else torchvision's (hub cache, downloaded on a miss).
+
+    Raises FileNotFoundError (one line: the file, the reason, the fix) when neither works.
+    """
+    from data_utils.downloads import OFFLINE_VARS, failure_reason, network_timeout, offline
+
+    found = find_alexnet_weights(path)
+    if found is not None:
+        return torch.load(found, map_location="cpu", weights_only=True)
+    from torchvision.models import AlexNet_Weights
+
+    weights = AlexNet_Weights.IMAGENET1K_V1
+    where = Path(torch.hub.get_dir()) / "checkpoints"
+    fix = "connect once, or copy the file there, or pass --lpips_weights PATH"
+    if offline():
+        raise FileNotFoundError(f"LPIPS needs the AlexNet weights {ALEXNET_FILE}, which are not in {where} "
+                                f"and offline mode is set ({'/'.join(OFFLINE_VARS)}): {fix}")
+    try:
+        with network_timeout():
+            return weights.get_state_dict(progress=False)
+    except OSError as err:  # URLError, timeouts, refused connections
+        raise FileNotFoundError(
+            f"LPIPS needs the AlexNet weights {ALEXNET_FILE}, which are not in {where} and could not be "
+            f"downloaded from {weights.url} ({failure_reason(err)}): {fix}") from err
+
+
 def find_alexnet_weights(path: str | os.PathLike | None = None) -> Path | None:
     """The AlexNet weights file: ``path`` if given (must exist), else the torch hub cache copy."""
     if path:
@@ -91,12 +118,13 @@ def load_lpips(weights: str | os.PathLike | None = None, device: str | torch.dev
     """LPIPS(alex) network in eval mode, or None when the AlexNet weights are not available.
 
     ``weights`` is an explicit AlexNet state-dict path (torchvision format). When it is
-    empty and the hub cache has no copy, a one-line notice says where to put the file.
+    empty, torchvision's cache or download is used; failing both, a one-line notice says why
+    and where to put the file (``quiet`` drops it). A missing explicit path raises.
     """
     import lpips
 
     with warnings.catch_warnings():
-        # torchvision deprecation notes about lpips' `pretrained=` call; nothing is downloaded.
+        # torchvision deprecation notes about lpips' `pretrained=` call.
         warnings.simplefilter("ignore", UserWarning)
         return _build_lpips(lpips, weights, device, quiet)
 
@@ -105,15 +133,17 @@ def _build_lpips(lpips, weights, device, quiet: bool):
     if os.environ.get("ERNERF_LPIPS_RANDOM") == "1":
         net = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
         return net.eval().to(device)
-    found = find_alexnet_weights(weights)
-    if found is None:
-        if not quiet:
-            print(f"[metrics] LPIPS skipped: AlexNet weights not found; put {ALEXNET_FILE} in "
-                  f"{Path(torch.hub.get_dir()) / 'checkpoints'} or pass --lpips_weights PATH", file=sys.stderr)
-        return None
-    # pnet_rand avoids torchvision's download; the backbone is then filled from the local file.
+    if weights:
+        state = alexnet_state(weights)
+    else:
+        try:
+            state = alexnet_state()
+        except FileNotFoundError as err:
+            if not quiet:
+                print(f"[metrics] LPIPS skipped: {err}", file=sys.stderr)
+            return None
+    # pnet_rand builds an empty backbone (no second download); it is filled from `state`.
     net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
-    state = torch.load(found, map_location="cpu", weights_only=True)
     layers = {}
     for sl in (net.net.slice1, net.net.slice2, net.net.slice3, net.net.slice4, net.net.slice5):
         for name, module in sl.named_children():

@@ -11,7 +11,7 @@ Deviations from the reference, each deliberate:
 - ``--warmup_step`` is honoured (linear lr warm-up); its default 0 keeps the
   reference's behaviour, which ignores the flag.
 - Added: ``--device``, ``--eval_interval``, ``--save_interval``, ``--max_keep_ckpt``,
-  ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``,
+  ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``, ``--verbose``,
   ``--face_rays``/``--lips_rays`` (default 0 = the reference's uniform sampling), ``--lr_aud``
   (default 1 = the reference's learning rates), ``--mouth_sup``/``--mouth_pretrain``/``--mouth_k``/
   ``--mouth_spread``/``--mouth_teacher``
@@ -25,6 +25,10 @@ Flags of features that are not built raise a clear error in `main.py` (see
 from __future__ import annotations
 
 import argparse
+
+from data_utils.help_groups import group_options
+
+from .option_sections import MAIN_SECTIONS
 
 # Flags accepted for compatibility whose feature this project does not provide.
 UNBUILT = {
@@ -45,10 +49,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--full_frame", action="store_true",
                    help="with --test: also paste the render back into the source video's frames (<name>_full.mp4)")
     p.add_argument("--data_range", type=int, nargs="*", default=[0, -1], help="frame slice [start, end] (-1 = all)")
-    p.add_argument("--workspace", type=str, default="workspace")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workspace", type=str, default="workspace", help="run folder: checkpoints, logs, results")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", type=str, default="auto", help="auto (cuda if available) | cpu | cuda")
     p.add_argument("--preset", type=str, default="", help="named settings from nerf_triplane/presets.py (empty = none)")
+    p.add_argument("--verbose", action="store_true", help="show mediapipe/TFLite start-up logs")
 
     g = p.add_argument_group("training")
     g.add_argument("--iters", type=int, default=200000, help="total training iterations")
@@ -119,12 +124,12 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--head_ckpt", type=str, default="", help="head checkpoint to start torso training from")
 
     g = p.add_argument_group("GUI (not built)")
-    g.add_argument("--gui", action="store_true")
-    g.add_argument("--W", type=int, default=450)
-    g.add_argument("--H", type=int, default=450)
-    g.add_argument("--radius", type=float, default=3.35)
-    g.add_argument("--fovy", type=float, default=21.24)
-    g.add_argument("--max_spp", type=int, default=1)
+    g.add_argument("--gui", action="store_true", help="interactive viewer (not built)")
+    g.add_argument("--W", type=int, default=450, help="GUI width")
+    g.add_argument("--H", type=int, default=450, help="GUI height")
+    g.add_argument("--radius", type=float, default=3.35, help="GUI camera radius")
+    g.add_argument("--fovy", type=float, default=21.24, help="GUI field of view (degrees)")
+    g.add_argument("--max_spp", type=int, default=1, help="GUI samples per pixel")
 
     g = p.add_argument_group("audio and codes")
     g.add_argument("--att", type=int, default=2, help="audio attention: 0 off, 1 left window, 2 centred window")
@@ -142,17 +147,17 @@ def get_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("audio features")
     g.add_argument("--asr", action="store_true", help="real-time ASR (not built)")
-    g.add_argument("--asr_wav", type=str, default="")
-    g.add_argument("--asr_play", action="store_true")
+    g.add_argument("--asr_wav", type=str, default="", help="real-time ASR input wav (not built)")
+    g.add_argument("--asr_play", action="store_true", help="real-time ASR playback (not built)")
     g.add_argument("--asr_model", type=str, default="mel",
-                   help="feature engine: mel (offline) | deepspeech | wav2vec/esperanto | hubert")
-    g.add_argument("--asr_weights", type=str, default="", help="local weights path for wav2vec/hubert/deepspeech")
-    g.add_argument("--asr_save_feats", action="store_true")
-    g.add_argument("--fps", type=int, default=50)
-    g.add_argument("-l", type=int, default=10)
-    g.add_argument("-m", type=int, default=50)
-    g.add_argument("-r", type=int, default=10)
-    return p
+                   help="audio model: mel (offline) | deepspeech | a Hugging Face HuBERT/wav2vec2 id or folder")
+    g.add_argument("--asr_weights", type=str, default="", help="DeepSpeech's .pb, or a folder replacing the named model's download")
+    g.add_argument("--asr_save_feats", action="store_true", help="real-time ASR: save features (not built)")
+    g.add_argument("--fps", type=int, default=50, help="real-time ASR feature rate (not built)")
+    g.add_argument("-l", type=int, default=10, help="real-time ASR left context (not built)")
+    g.add_argument("-m", type=int, default=50, help="real-time ASR middle context (not built)")
+    g.add_argument("-r", type=int, default=10, help="real-time ASR right context (not built)")
+    return group_options(p, MAIN_SECTIONS)
 
 
 def finalize(opt: argparse.Namespace) -> argparse.Namespace:

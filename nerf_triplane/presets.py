@@ -102,7 +102,7 @@ def stage_settings(name: str, stage: str) -> dict:
     return settings
 
 
-def _explicit_dests(argv: list[str]) -> set[str]:
+def explicit_dests(argv: list[str]) -> set[str]:
     """Option names the user wrote in ``argv`` (a parser whose defaults are all suppressed)."""
     from .options import get_parser
 
@@ -137,7 +137,7 @@ def apply_preset(opt: argparse.Namespace, argv: list[str] | None = None) -> argp
         stage = "head"
     settings = stage_settings(name, stage)
     if argv is not None:
-        explicit = _explicit_dests(argv)
+        explicit = explicit_dests(argv)
         is_free = lambda dest: dest not in explicit  # noqa: E731
     else:
         defaults = vars(get_parser().parse_args([opt.path]))

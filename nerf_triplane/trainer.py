@@ -48,6 +48,7 @@ import tqdm
 from data_utils.atomic import fsync_path, storage_error
 from data_utils.pause import pause_point
 
+from .audio_source import check_features_model
 from .checkpoint import (CheckpointDir, atomic_write_text, read_checkpoint, rng_state, save_checkpoint_file,
                          set_rng_state)
 from .metrics import LMDMeter, load_lpips, lpips_distance, psnr, ssim
@@ -786,6 +787,7 @@ def check_compatible(model, ckpt: dict, path: Path) -> None:
         ckpt: loaded checkpoint, with the state dict under ``"model"``.
         path: file name for the messages.
     """
+    check_features_model(ckpt.get("asr_model"), getattr(model, "audio_source", None), path)
     want = int(model.audio_in_dim)
     have = ckpt.get("audio_dim")
     if have is not None and int(have) != want:

@@ -4,7 +4,8 @@
 #   2. synthetic training folder (data_utils/synthetic.py) with its own speech-like audio
 #   3. head training; it ends by rendering and scoring the held-out frames
 #   4. lip finetuning (--finetune_lips --patch_size 32), only when the AlexNet LPIPS weights
-#      are available (they cannot be downloaded here); otherwise one line says it is skipped
+#      are available (torch hub cache, downloaded on first use); offline and not cached, one
+#      line says it is skipped
 #   5. torso training from the head checkpoint (--torso --head_ckpt) in its own workspace,
 #      ending with the held-out frames rendered head + torso
 #   6. the head + torso model driven by new audio: DEMO_AUD (a wav/mp3/mp4, or features .npy);
@@ -58,13 +59,13 @@ LPIPS_FLAGS=()
 if [ -n "${DEMO_LPIPS_WEIGHTS:-}" ]; then
   LPIPS_FLAGS=(--lpips_weights "$DEMO_LPIPS_WEIGHTS")
 fi
-if $PY -c "import sys; from nerf_triplane.metrics import find_alexnet_weights; sys.exit(find_alexnet_weights(sys.argv[1] or None) is None)" "${DEMO_LPIPS_WEIGHTS:-}" 2>/dev/null; then
+if $PY -c "import sys; from nerf_triplane.metrics import load_lpips; sys.exit(load_lpips(sys.argv[1] or None, quiet=True) is None)" "${DEMO_LPIPS_WEIGHTS:-}" >/dev/null 2>&1; then
   echo "[demo] lip finetuning ($LIPS_ITERS more iterations, LPIPS on lips rects and 32x32 patches)"
   $PY main.py "$DATA" --workspace "$WS" --iters "$((ITERS + LIPS_ITERS))" --finetune_lips --patch_size 32 \
     "${TRAIN_FLAGS[@]}" "${LPIPS_FLAGS[@]}"
 else
   HUB=$($PY -c "import torch; print(torch.hub.get_dir() + '/checkpoints')")
-  echo "[demo] lip finetuning skipped: it needs the AlexNet LPIPS weights alexnet-owt-7be5be79.pth in $HUB (or DEMO_LPIPS_WEIGHTS=PATH)"
+  echo "[demo] lip finetuning skipped: it needs the AlexNet LPIPS weights alexnet-owt-7be5be79.pth, not in $HUB and not downloadable (offline?); or DEMO_LPIPS_WEIGHTS=PATH"
 fi
 
 echo "[demo] torso training from $WS/checkpoints/ngp.pth ($TORSO_ITERS iterations, head frozen)"
@@ -78,7 +79,7 @@ echo
 echo "[demo] results:"
 ls -1 "$WS/results"/*.mp4 "$WS_TORSO/results"/*.mp4
 for w in "$WS" "$WS_TORSO"; do
-  $PY -c "import json, sys; m = json.load(open(sys.argv[1] + '/results/metrics.json')); print(f\"[demo] {sys.argv[1]}: held-out PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, LPIPS {m['lpips']}, LMD {m['lmd']}\")" "$w"
+  $PY -c "import json, sys; m = json.load(open(sys.argv[1] + '/results/metrics.json')); r = lambda v, f: 'n/a' if v is None else format(v, f); print(f\"[demo] {sys.argv[1]}: held-out PSNR {r(m['psnr'], '.2f')} dB, SSIM {r(m['ssim'], '.4f')}, LPIPS {r(m['lpips'], '.4f')}, LMD {r(m['lmd'], '.2f')} px\")" "$w"
 done
 NAME=$(basename "$AUD"); NAME="${NAME%.*}"
 echo "[demo] new-audio video: $WS_TORSO/results/${NAME%_feats}.mp4"

@@ -2,7 +2,8 @@
 
     python scripts/evaluate.py W [--data DATA] [--name NAME] [--no-baseline]
 
-Writes ``W/results/metrics.json`` (merged), ``W/results/report.md`` and
+Writes ``W/results/metrics.json`` (merged), ``W/results/report.md`` (``<name>_report.md`` for a
+new-audio render) and
 ``W/results/<name>_strip.png``; prints the summary as JSON. Bad input ends with one
 ``error:`` line and exit code 2. See ``nerf_triplane/evaluation.py``.
 """

@@ -6,7 +6,8 @@
 #   1. process    data_utils/process.py -> $WORK/data/<ID>/ (the video is copied to <ID>.mp4)
 #   2. head       main.py -> $WORK/trial_<ID>/ (MSE stage)
 #   3. lips       --finetune_lips --patch_size 32 in the same workspace; skipped with a notice
-#                 when the AlexNet LPIPS weights (alexnet-owt-7be5be79.pth) are absent
+#                 when the AlexNet LPIPS weights (alexnet-owt-7be5be79.pth) are neither in the
+#                 torch hub cache nor downloadable (offline)
 #   4. torso      --torso --head_ckpt trial_<ID>/checkpoints/ngp.pth -> $WORK/trial_<ID>_torso/
 #   5. test       scripts/evaluate.py on the head and on the torso workspace: scores the test
 #                 split that each training stage rendered at its end (results/metrics.json,
@@ -17,8 +18,11 @@
 # (nerf_triplane/presets.py: `python -m nerf_triplane.presets $PRESET --stage head` prints them).
 #
 # Environment: PRESET (cpu | paper | tiny; default cpu), WORK (root folder; default workspace),
-# PYTHON (default .venv/bin/python), OMP_NUM_THREADS (default 1: steadier on a shared machine).
-# Resumable: a finished stage leaves $WORK/trial_<ID>*/stage_<name>.done and is skipped when
+# PYTHON (default .venv/bin/python), OMP_NUM_THREADS (default 1: steadier on a shared machine),
+# ONLY (one stage: process | head | lips | torso | test | new_audio; default all, in order;
+# scripts/run_many.py runs the stages one by one through it).
+# Resumable: a finished stage leaves $WORK/data/<ID>/stage_process.done or
+# $WORK/trial_<ID>*/stage_<name>.done and is skipped when
 # rerun; an interrupted training resumes from its last checkpoint; process.py skips the
 # steps whose outputs exist. Delete a .done file to redo that stage. Each step's wall time is
 # appended to $WORK/stage_times.tsv (subject, step, seconds).
@@ -45,12 +49,14 @@ DATA="$WORK/data/$ID"
 HEAD="$WORK/trial_$ID"
 TORSO="$WORK/trial_${ID}_torso"
 flags() { "$PY" -m nerf_triplane.presets "$PRESET" --stage "$1"; }
-# Validates the preset name before any work starts.
+# Validates the preset name before any work starts; the other stages' flags are read when needed.
 HEAD_FLAGS=$(flags head)
-LIPS_FLAGS=$(flags lips)
-TORSO_FLAGS=$(flags torso)
-TEST_FLAGS=$(flags test)
 log() { echo "[run_subject] $*"; }
+case "${ONLY:-}" in
+  ""|process|head|lips|torso|test|new_audio) ;;
+  *) echo "error: ONLY=$ONLY is not a stage: use process, head, lips, torso, test or new_audio" >&2; exit 2 ;;
+esac
+wanted() { [ -z "${ONLY:-}" ] || [ "$ONLY" = "$1" ]; }
 # timed NAME command...: run a command and append its wall time to $WORK/stage_times.tsv.
 timed() {
   local name="$1" t0=$SECONDS
@@ -79,31 +85,45 @@ if [ ! -f "$DATA/$ID.mp4" ]; then
   cp "$VIDEO" "$DATA/$ID.mp4"
 fi
 
-log "1/6 process -> $DATA"
-timed process "$PY" data_utils/process.py "$DATA/$ID.mp4"
+if wanted process; then
+  stage "$DATA" process "1/6 process" "$PY" data_utils/process.py "$DATA/$ID.mp4"
+fi
 
 # shellcheck disable=SC2086  # the preset flags are a word list
-stage "$HEAD" head "2/6 head ($HEAD_FLAGS)" train --workspace "$HEAD" $HEAD_FLAGS
-if [ ! -f "$HEAD/stage_lips.done" ] && \
-    ! "$PY" -c "import sys; from nerf_triplane.metrics import find_alexnet_weights; sys.exit(find_alexnet_weights() is None)"; then
-  log "3/6 lips: skipped, no AlexNet LPIPS weights (put alexnet-owt-7be5be79.pth in the torch hub cache checkpoints/)"
+if wanted head; then
+  stage "$HEAD" head "2/6 head ($HEAD_FLAGS)" train --workspace "$HEAD" $HEAD_FLAGS
+fi
+if ! wanted lips; then
+  :
+elif [ ! -f "$HEAD/stage_lips.done" ] && \
+    ! "$PY" -c "import sys; from nerf_triplane.metrics import load_lpips; sys.exit(load_lpips(quiet=True) is None)"; then
+  log "3/6 lips: skipped, no AlexNet LPIPS weights (offline and alexnet-owt-7be5be79.pth not in the torch hub cache checkpoints/)"
 else
+  LIPS_FLAGS=$(flags lips)
   # shellcheck disable=SC2086
   stage "$HEAD" lips "3/6 lips finetune ($LIPS_FLAGS)" train --workspace "$HEAD" $LIPS_FLAGS
 fi
 # shellcheck disable=SC2086
-stage "$TORSO" torso "4/6 torso ($TORSO_FLAGS)" train --workspace "$TORSO" $TORSO_FLAGS \
-  --head_ckpt "$HEAD/checkpoints/ngp.pth"
+if wanted torso; then
+  TORSO_FLAGS=$(flags torso)
+  stage "$TORSO" torso "4/6 torso ($TORSO_FLAGS)" train --workspace "$TORSO" $TORSO_FLAGS \
+    --head_ckpt "$HEAD/checkpoints/ngp.pth"
+fi
 # Each training run ends by rendering the test split; the evaluation scores that render.
-stage "$HEAD" test_head "5/6 test metrics, head" "$PY" scripts/evaluate.py "$HEAD" --data "$DATA"
-stage "$TORSO" test "5/6 test metrics, head+torso" "$PY" scripts/evaluate.py "$TORSO" --data "$DATA"
+if wanted test; then
+  stage "$HEAD" test_head "5/6 test metrics, head" "$PY" scripts/evaluate.py "$HEAD" --data "$DATA"
+  stage "$TORSO" test "5/6 test metrics, head+torso" "$PY" scripts/evaluate.py "$TORSO" --data "$DATA"
+fi
 
 AUDIO="${NEW_AUDIO:-$DATA/aud.wav}"
 STEM="$(basename "${AUDIO%.*}")"
-if [ -f "$TORSO/results/$STEM.mp4" ] && [ "$TORSO/results/$STEM.mp4" -nt "$AUDIO" ]; then
+if ! wanted new_audio; then
+  :
+elif [ -f "$TORSO/results/$STEM.mp4" ] && [ "$TORSO/results/$STEM.mp4" -nt "$AUDIO" ]; then
   log "6/6 new audio: $TORSO/results/$STEM.mp4 exists, skipped"
 else
   log "6/6 new audio $AUDIO -> $TORSO/results/$STEM.mp4"
+  TEST_FLAGS=$(flags test)
   # shellcheck disable=SC2086
   timed new_audio "$PY" main.py "$DATA" --workspace "$TORSO" $TEST_FLAGS --torso --test --test_train \
     --aud "$AUDIO" --smooth_path

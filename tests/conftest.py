@@ -1,6 +1,7 @@
 """Shared fixtures: the real data folder, backend switching, the tiny synthetic subject and a
 head model trained on it (built once per session and reused by the trainer/main/lips/torso/
 new-audio tests)."""
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -8,6 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# No test downloads anything: every weight loader of the project honours this switch; the tests
+# of the online-but-unreachable path lift it and refuse the network instead (no_network).
+os.environ["ERNERF_OFFLINE"] = "1"
 
 SUBJECT_FRAMES, SUBJECT_SIZE = 33, 64  # 30 train + 3 val frames of 64x64
 TRAIN_FRAMES = SUBJECT_FRAMES * 10 // 11  # 30: the first 10/11 of the frames train
@@ -117,6 +122,23 @@ def _no_cpu_fp16(monkeypatch):
     """fp32 on the CPU whatever the caller's environment; fp16 tests set ERNERF_CPU_FP16 themselves
     (``nerf_triplane.trainer.CPU_FP16_ENV``, not imported here: kernel tests stay free of the trainer)."""
     monkeypatch.delenv("ERNERF_CPU_FP16", raising=False)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Refuse every connection and name lookup (no test downloads); the list records the attempts."""
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[:2])
+        raise ConnectionRefusedError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ they skip when ../shared is absent. Synthetic tests pin the exact rules.
 import csv
 import shutil
 import subprocess
+import time
 import warnings
 
 import cv2
@@ -135,10 +136,19 @@ def test_detect_folder_needs_frames(tmp_path):
         landmarks.detect_folder(tmp_path)
 
 
-def test_fan_without_weights_names_the_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"2DFAN4-.*s3fd-.*hub/checkpoints"):
+def test_fan_offline_without_weights_names_the_files(tmp_path, monkeypatch, no_network):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match=r"2DFAN4-.*s3fd-.*offline mode is set"):
+        LandmarkDetector("fan")  # ERNERF_OFFLINE=1 (conftest): not even tried
+    assert no_network == []
+    monkeypatch.delenv("ERNERF_OFFLINE")
+    import face_alignment  # noqa: F401  (import time is not the offline path's)
+
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match=r"2DFAN4-.*s3fd-.*hub/checkpoints.*could not be downloaded") as err:
         LandmarkDetector("fan")
+    assert time.perf_counter() - start < 5 and len(no_network) >= 1  # face-alignment tried its download
+    assert "\n" not in str(err.value) and "--landmark_engine mediapipe" in str(err.value)
 
 
 def test_parsing_uses_reference_colours_and_covers_the_face(clip):

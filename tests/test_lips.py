@@ -100,7 +100,7 @@ def test_finetune_continues_the_head_run_with_lpips_terms(subject, trained_head,
     assert ckpt["lips_phase"] is True  # 30 flips from the start: the next batch is a lips batch again
 
 
-def test_missing_alexnet_weights_stop_with_one_line(subject, tmp_path, monkeypatch, capsys):
+def test_missing_alexnet_weights_stop_with_one_line(subject, tmp_path, monkeypatch, capsys, no_network):
     monkeypatch.delenv("ERNERF_LPIPS_RANDOM", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_hub"))
     args = tiny_args(subject, tmp_path / "ws", "--finetune_lips", "--patch_size", PATCH, "--iters", 1)

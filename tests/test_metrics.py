@@ -1,5 +1,6 @@
 """Metrics (PSNR, SSIM, LMD, LPIPS loading), checkpoint bookkeeping and mp4 writing."""
 import math
+import time
 
 import numpy as np
 import pytest
@@ -103,13 +104,41 @@ def test_lmd_real_detector_on_identical_frames():
     assert meter.update(frame, frame.copy()) == 0.0
 
 
-def test_lpips_without_weights_is_none_with_notice(tmp_path, monkeypatch, capsys):
+def test_lpips_offline_mode_names_the_file_without_trying(tmp_path, monkeypatch, capsys, no_network):
     monkeypatch.delenv("ERNERF_LPIPS_RANDOM", raising=False)
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    assert metrics.load_lpips() is None and no_network == []  # ERNERF_OFFLINE=1 (conftest)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "alexnet-owt-7be5be79.pth" in line and "offline mode is set" in line and "--lpips_weights" in line
+
+
+def test_lpips_unreachable_network_is_none_with_one_line_notice(tmp_path, monkeypatch, capsys, no_network):
+    monkeypatch.delenv("ERNERF_LPIPS_RANDOM", raising=False)
+    monkeypatch.delenv("ERNERF_OFFLINE")
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    import lpips  # noqa: F401  (import time is not the offline path's)
+    import torchvision.models  # noqa: F401
+
+    start = time.perf_counter()
     assert metrics.load_lpips() is None
-    assert "alexnet-owt-7be5be79.pth" in capsys.readouterr().err
+    assert time.perf_counter() - start < 5 and len(no_network) >= 1  # torchvision tried its download
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "alexnet-owt-7be5be79.pth" in line and "could not be downloaded" in line and "--lpips_weights" in line
     with pytest.raises(FileNotFoundError, match="--lpips_weights"):
         metrics.load_lpips(tmp_path / "missing.pth")
+
+
+def test_lpips_uses_the_torch_hub_cache_without_network(tmp_path, monkeypatch, no_network):
+    import torchvision
+
+    monkeypatch.delenv("ERNERF_LPIPS_RANDOM", raising=False)
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    alex = torchvision.models.alexnet(weights=None)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(alex.state_dict(), tmp_path / "checkpoints" / metrics.ALEXNET_FILE)
+    net = metrics.load_lpips()
+    assert torch.equal(net.net.slice1._modules["0"].weight, alex.features[0].weight)
+    assert no_network == []
 
 
 def test_lpips_loads_local_alexnet_file(tmp_path, monkeypatch):

@@ -67,7 +67,7 @@ def test_no_audio_stream_only_fails_the_audio_steps(capsys, tmp_path, may_clip):
 
 def test_bad_options(capsys, subject):
     assert_one_line_error(*run_cli(capsys, subject, "--task", "12")[::2], "--task")
-    assert_one_line_error(*run_cli(capsys, subject, "--asr_model", "whisper")[::2], "unknown --asr_model")
+    assert_one_line_error(*run_cli(capsys, subject, "--asr_model", "not a model!")[::2], "--asr_model", "neither mel")
 
 
 def test_missing_weights_is_a_clean_error(capsys, subject, tmp_path):
