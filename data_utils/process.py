@@ -323,7 +323,7 @@ def get_parser() -> argparse.ArgumentParser:
     return group_options(p, {"steps": ("task", "force", "verbose"),
                              "models": ("asr_model", "asr_weights", "landmark_engine", "parsing_engine",
                                         "bisenet_weights"),
-                             "step settings": ("openface_csv", "focal")})
+                             "step settings": ("size", "openface_csv", "focal")})
 
 
 def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -18,6 +18,7 @@
 # (nerf_triplane/presets.py: `python -m nerf_triplane.presets $PRESET --stage head` prints them).
 #
 # Environment: PRESET (cpu | paper | tiny; default cpu), WORK (root folder; default workspace),
+# SIZE (side of the training frames, process.py --size; default 512),
 # PYTHON (default .venv/bin/python), OMP_NUM_THREADS (default 1: steadier on a shared machine),
 # ONLY (one stage: process | head | lips | torso | test | new_audio; default all, in order;
 # scripts/run_many.py runs the stages one by one through it).
@@ -29,7 +30,7 @@
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-  echo "usage: $0 VIDEO [NEW_AUDIO]   (env PRESET=cpu|paper|tiny, WORK=folder)" >&2
+  echo "usage: $0 VIDEO [NEW_AUDIO]   (env PRESET=cpu|paper|tiny, WORK=folder, SIZE=512)" >&2
   exit 2
 fi
 VIDEO="$(realpath "$1")"
@@ -40,6 +41,7 @@ if [ -n "$NEW_AUDIO" ] && [ ! -f "$NEW_AUDIO" ]; then echo "error: audio $2 not 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 PRESET="${PRESET:-cpu}"
+SIZE="${SIZE:-512}"  # the training frames' side (process.py --size)
 WORK="$(mkdir -p "${WORK:-workspace}" && realpath "${WORK:-workspace}")"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 cd "$ROOT"
@@ -86,7 +88,7 @@ if [ ! -f "$DATA/$ID.mp4" ]; then
 fi
 
 if wanted process; then
-  stage "$DATA" process "1/6 process" "$PY" data_utils/process.py "$DATA/$ID.mp4"
+  stage "$DATA" process "1/6 process" "$PY" data_utils/process.py "$DATA/$ID.mp4" --size "$SIZE"
 fi
 
 # shellcheck disable=SC2086  # the preset flags are a word list

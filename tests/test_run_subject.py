@@ -27,7 +27,8 @@ def test_run_subject_tiny(tmp_path):
     speech = tmp_path / "speech.wav"
     write_wav(speech, load_audio(shared_file("Obama_5s.wav"))[:6400])  # 0.4 s = 10 frames
     work = tmp_path / "work"
-    env = dict(os.environ, PRESET="tiny", WORK=str(work), OMP_NUM_THREADS="1")
+    # SIZE=128: the 128² clip is the training size, so step 3 keeps it as it is (no head crop).
+    env = dict(os.environ, PRESET="tiny", WORK=str(work), OMP_NUM_THREADS="1", SIZE="128")
     cmd = ["bash", str(ROOT / "scripts" / "run_subject.sh"), str(video), str(speech)]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
