@@ -91,7 +91,7 @@ def run_stage(subject: dict, stage: str, work: str, previous: dict | None = None
         return {**previous, "stage": stage, "ran": False, "seconds": 0.0}
     root = Path(work) / subject["id"]
     root.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, ONLY=stage, PRESET=subject["preset"], WORK=str(root))
+    env = dict(os.environ, ONLY=stage, PRESET=subject["preset"], WORK=str(root), SIZE=str(subject.get("size", 512)))
     cmd = ["bash", str(ROOT / "scripts" / "run_subject.sh"), subject["video"]]
     if subject["audio"]:
         cmd.append(subject["audio"])
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("videos", help="folder of videos, or CSV with columns video[,audio][,preset]")
     parser.add_argument("--work", required=True, help="work folder: W/<ID>/ per subject, the table in W/")
     parser.add_argument("--preset", default="cpu", help="preset of subjects whose CSV row names none")
+    parser.add_argument("--size", type=int, default=512, help="side of the training frames (process.py --size)")
     parser.add_argument("--address", default=None, help="Ray cluster to join (default: start a local one)")
     parser.add_argument("--num_cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--index", type=int, default=None,
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from nerf_triplane.presets import PRESETS
 
-        subjects = read_subjects(Path(args.videos), args.preset)
+        subjects = [{**s, "size": args.size} for s in read_subjects(Path(args.videos), args.preset)]
         unknown = sorted({s["preset"] for s in subjects} - set(PRESETS))
         if unknown:
             raise ValueError(f"unknown preset {', '.join(unknown)} in {args.videos}: use {', '.join(PRESETS)}")
