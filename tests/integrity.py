@@ -2,6 +2,7 @@
 paused at a known point (``data_utils.pause``) and SIGKILLed there."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -60,22 +61,24 @@ def kill_at(args: list[str], pause_at: str, timeout: float = 300) -> str:
     """
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"kill_at_{os.getpid()}_{time.monotonic_ns()}.log"
     with open(log, "w+") as err:
+        # Its own process group: the kill takes its worker processes too, as a dying job would,
+        # instead of leaving them behind as orphans.
         proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=script_env(pause_at),
-                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+                                stdout=subprocess.DEVNULL, stderr=err, text=True, start_new_session=True)
         deadline = time.monotonic() + timeout
         try:
             while True:
                 err.seek(0)
                 text = err.read()
                 if "[pause] " in text:
-                    proc.send_signal(signal.SIGKILL)
+                    os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     return text
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"{args} never paused at {pause_at} (exit {proc.poll()}):\n{text[-3000:]}")
                 time.sleep(0.05)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             log.unlink(missing_ok=True)

@@ -97,7 +97,8 @@ def test_features_of_another_asr_model_than_the_checkpoint(subject, trained_head
     np.save(data / "aud_ds.npy", np.random.default_rng(0).random((n, 16, 29), dtype=np.float32))
     watch = Watch(data, ws)
     code = cli.main(tiny_args(data, ws, "--test", "--asr_model", "deepspeech"))
-    assert_refused(code, capsys, "--asr_model mel", "dim 29", "same --asr_model")
+    # The workspace's remembered model flags (model_flags.json) catch it before the checkpoint.
+    assert_refused(code, capsys, "--asr_model deepspeech contradicts", "--asr_model mel")
     watch.check(strict=True)
 
 
