@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from nerf_triplane.audio_nets import AudioNet
 from nerf_triplane.mouth import MouthBasis, MouthSupervision, aligned_mouth, concordance, shape_opening
 from nerf_triplane.sync import mouth_opening
 from tests.conftest import single_thread, tiny_args
@@ -18,6 +19,19 @@ def face(opening: float, width: float = 1.0) -> np.ndarray:
     ang = np.linspace(0, 2 * np.pi, 8, endpoint=False)
     lms[60:68] = np.stack([250 + 20 * width * np.cos(ang), 300 + 20 * opening * np.sin(ang)], -1)
     return lms
+
+
+class ToyAudioPath(torch.nn.Module):
+    """The audio path alone (AudioNet on 4-channel windows, no attention) for ``MouthSupervision``."""
+
+    att, emb = 0, False
+
+    def __init__(self):
+        super().__init__()
+        self.audio_net = AudioNet(4, 32)
+
+    def encode_audio(self, a):
+        return self.audio_net(a)
 
 
 def transform(lms: np.ndarray, angle: float, scale: float, shift) -> np.ndarray:
@@ -51,25 +65,13 @@ def test_first_component_is_the_opening():
 def test_supervision_fits_codes_that_carry_the_mouth():
     """A toy audio path whose input is the mouth opening plus noise learns to put the
     opening into the code's first channel; the loss falls and the code correlates."""
-    from nerf_triplane.audio_nets import AudioNet
-
     rng = np.random.default_rng(1)
     openings = rng.uniform(0, 1, 64)
     lms = np.stack([face(o) for o in openings])
     audio = torch.from_numpy(openings).float()[:, None, None].expand(64, 4, 16).contiguous()
     audio = audio + 0.01 * torch.randn(audio.shape)
 
-    class Toy(torch.nn.Module):
-        att, emb = 0, False
-
-        def __init__(self):
-            super().__init__()
-            self.audio_net = AudioNet(4, 32)
-
-        def encode_audio(self, a):
-            return self.audio_net(a)
-
-    model = Toy()
+    model = ToyAudioPath()
     sup = MouthSupervision(lms, lambda k: audio[k:k + 1], k=2)
     with single_thread():
         before = sup.loss(model, 0, positions=list(range(64))).item()
@@ -107,28 +109,16 @@ def test_concordance_rewards_the_full_spread():
 def test_spread_term_keeps_the_predicted_mouth_open():
     """With audio that only half explains the opening, MSE alone predicts a mouth that opens
     about half as wide as the measured one; ``spread`` brings the predicted spread back up."""
-    from nerf_triplane.audio_nets import AudioNet
-
     rng = np.random.default_rng(3)
     openings = rng.uniform(0, 1, 256)
     lms = np.stack([face(o) for o in openings])
     heard = openings + rng.normal(0, 0.3, 256)  # what the audio tells of the opening
     audio = torch.from_numpy(heard).float()[:, None, None].expand(256, 4, 16).contiguous()
 
-    class Toy(torch.nn.Module):
-        att, emb = 0, False
-
-        def __init__(self):
-            super().__init__()
-            self.audio_net = AudioNet(4, 32)
-
-        def encode_audio(self, a):
-            return self.audio_net(a)
-
     ratios = []
     for spread in (0.0, 4.0):
         torch.manual_seed(0)
-        model = Toy()
+        model = ToyAudioPath()
         sup = MouthSupervision(lms, lambda k: audio[k:k + 1], k=1, spread=spread)
         with single_thread():
             sup.pretrain(model, steps=400, batch=32, lr=3e-3)
