@@ -1,4 +1,6 @@
 """Small building blocks of the head network: bias-free MLP and the audio encoders."""
+from __future__ import annotations
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -76,3 +78,23 @@ class AudioAttNet(nn.Module):
         scores = self.attentionConvNet(x.transpose(1, 2))  # [1, 1, seq_len]
         weights = self.attentionNet(scores.reshape(1, self.seq_len))  # [1, seq_len]
         return (weights[..., None] * x).sum(dim=1)
+
+
+def encode_audio_window(a: torch.Tensor, audio_net: AudioNet, att_net: AudioAttNet | None = None,
+                        embedding: nn.Embedding | None = None) -> torch.Tensor:
+    """One frame's audio code from its window of features.
+
+    Args:
+        a: [8, A, T] window (with ``att_net``) or [1, A, T]; integer ids [8|1, T] with ``embedding``.
+        audio_net, att_net, embedding: the audio path's modules (None where the model has none).
+    Returns:
+        code [1, dim_aud]
+    """
+    if embedding is not None:
+        a = embedding(a).transpose(-1, -2)  # [K, A, T]
+    enc_a = audio_net(a)  # [K, dim_aud]
+    if att_net is not None:
+        return att_net(enc_a[None])  # [1, dim_aud]
+    if enc_a.shape[0] != 1:
+        raise ValueError(f"--att 0 takes a single audio frame [1, A, T], got {enc_a.shape[0]} frames")
+    return enc_a

@@ -19,13 +19,21 @@ with a correlation of 0.56-0.82. So the audio code gets a direct target:
 
     sup = MouthSupervision(lms_train, audio_windows, k=6)   # lms [N, 68, 2], windows callable
     loss = sup.loss(model, batch=8)                         # scalar
+
+With ``--mouth_teacher`` the NeRF is shown, on a share of its steps, other mouth codes than
+the audio path's own: the measured shape, or (``--mouth_crossfit B``) what an audio path that
+never heard the frame predicts for it (``MouthSupervision.crossfit``).
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
+
+from .audio_nets import encode_audio_window
 
 MOUTH = slice(48, 68)
 LEFT_EYE, RIGHT_EYE = slice(36, 42), slice(42, 48)
@@ -118,6 +126,33 @@ def concordance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 2 * cov / denom.clamp(min=1e-8)
 
 
+def audio_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of a model's audio path: AudioNet, and AudioAttNet / the embedding where present."""
+    return [p for name in ("audio_net", "audio_att_net", "embedding")
+            if (m := getattr(model, name, None)) is not None for p in m.parameters()]
+
+
+class AudioPredictor(nn.Module):
+    """A freshly initialised copy of a model's audio path, to predict mouth codes on its own.
+
+    Args:
+        model: a ``NeRFNetwork`` (its AudioNet, AudioAttNet and embedding are copied).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.audio_net = copy.deepcopy(model.audio_net)
+        self.audio_att_net = copy.deepcopy(getattr(model, "audio_att_net", None)) if getattr(model, "att", 0) else None
+        self.embedding = copy.deepcopy(getattr(model, "embedding", None)) if getattr(model, "emb", False) else None
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def encode_audio(self, a: torch.Tensor) -> torch.Tensor:
+        """Audio window [8|1, A, T] -> code [1, 32], as ``NeRFNetwork.encode_audio``."""
+        return encode_audio_window(a, self.audio_net, self.audio_att_net, self.embedding)
+
+
 class MouthSupervision:
     """Targets and loss tying the first ``k`` audio-code channels to the mouth shape.
 
@@ -142,24 +177,70 @@ class MouthSupervision:
         self.spread = spread
         spreads = self.targets[self.valid].var(dim=0)  # [K]
         self.channel_weight = spreads / spreads.sum()
+        self.crossfit_codes: torch.Tensor | None = None  # [N, K] once ``crossfit`` ran
 
     def teacher(self, position: int) -> torch.Tensor | None:
-        """Measured mouth coefficients of one training position, None without landmarks  # [1, K]."""
+        """Mouth coefficients the NeRF is shown for one training position  # [1, K].
+
+        The cross-fitted prediction after ``crossfit``, else the measured shape (None for a
+        frame without landmarks).
+        """
+        if self.crossfit_codes is not None:
+            return self.crossfit_codes[position:position + 1]
         if position not in self._valid_set:
             return None
         return self.targets[position:position + 1]
+
+    def crossfit(self, model, blocks: int, steps: int, seed: int = 0) -> torch.Tensor:
+        """Predict every training position's mouth code with an audio path that never heard it.
+
+        At test time the NeRF sees codes that the audio path predicts for unheard speech:
+        shrunk toward the mean and off by the prediction's error, unlike the near-perfect codes
+        it memorises for its training frames. Cross-fitted codes look like the test-time ones.
+        The positions are cut into ``blocks`` contiguous blocks; for each, a fresh
+        ``AudioPredictor`` is fitted (``pretrain``) on the frames more than one audio window
+        away from the block and predicts the block. Torch's global RNG is left untouched, so
+        a resumed run draws what an uninterrupted one does.
+
+        Returns:
+            the predictions, also kept as ``crossfit_codes`` (served by ``teacher``)  # [N, K]
+        """
+        n = len(self.targets)
+        if not 2 <= blocks <= n:
+            raise ValueError(f"cross-fitting needs 2..{n} blocks of training frames, got {blocks}")
+        edges = np.linspace(0, n, blocks + 1).round().astype(int)
+        margin = 8  # frames: the widest audio window (--att 2 spans 8 frames of features)
+        codes = torch.zeros(n, self.k)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for lo, hi in zip(edges[:-1], edges[1:]):
+                pool = self.valid[(self.valid < lo - margin) | (self.valid >= hi + margin)]
+                predictor = AudioPredictor(model)
+                self.pretrain(predictor, steps, pool=pool)
+                with torch.no_grad():
+                    codes[lo:hi] = self.codes(predictor, range(lo, hi))[:, :self.k].float().cpu()
+        self.crossfit_codes = codes
+        return codes
+
+    def agreement(self, codes: torch.Tensor) -> float:
+        """Correlation of the first mouth component of ``codes`` [N, K] with the measured one."""
+        x, y = codes[self.valid, 0].double(), self.targets[self.valid, 0].double()
+        return float(torch.corrcoef(torch.stack([x, y]))[0, 1])
 
     def codes(self, model, positions: list[int]) -> torch.Tensor:
         """Audio codes of training positions  # [B, 32]."""
         return torch.cat([model.encode_audio(self.audio_window(int(p))) for p in positions])
 
-    def loss(self, model, batch: int, positions: list[int] | None = None) -> torch.Tensor:
+    def loss(self, model, batch: int, positions: list[int] | None = None,
+             pool: np.ndarray | None = None) -> torch.Tensor:
         """MSE between ``enc_a[:, :k]`` and the mouth coefficients of ``batch`` random frames
-        (drawn from torch's global RNG, so resumed runs draw the same) or of ``positions``,
-        plus ``spread`` x the concordance loss over the batch (see :func:`concordance`)."""
+        of ``pool`` (default: every frame with landmarks; drawn from torch's global RNG, so
+        resumed runs draw the same) or of ``positions``, plus ``spread`` x the concordance
+        loss over the batch (see :func:`concordance`)."""
         if positions is None:
-            pick = torch.randint(len(self.valid), (batch,))
-            positions = self.valid[pick.numpy()].tolist()
+            pool = self.valid if pool is None else pool
+            pick = torch.randint(len(pool), (batch,))
+            positions = pool[pick.numpy()].tolist()
         codes = self.codes(model, positions)[:, :self.k].float()
         target = self.targets[positions].to(codes.device)
         loss = ((codes - target) ** 2).mean()
@@ -168,21 +249,18 @@ class MouthSupervision:
             loss = loss + self.spread * ((1 - concordance(codes, target)) * weight).sum()
         return loss
 
-    def pretrain(self, model, steps: int, batch: int = 32, lr: float = 1e-3) -> float:
-        """Fit the audio path (AudioNet, AudioAttNet) alone before the NeRF starts.
+    def pretrain(self, model, steps: int, batch: int = 32, lr: float = 1e-3,
+                 pool: np.ndarray | None = None) -> float:
+        """Fit the audio path (AudioNet, AudioAttNet) alone, on the frames of ``pool``
+        (default: all with landmarks), e.g. before the NeRF starts.
 
         Returns:
             the last batch loss (mean squared error in first-component spreads).
         """
-        params = list(model.audio_net.parameters())
-        if getattr(model, "att", 0) > 0:
-            params += list(model.audio_att_net.parameters())
-        if getattr(model, "emb", False):
-            params += list(model.embedding.parameters())
-        optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+        optimiser = torch.optim.AdamW(audio_parameters(model), lr=lr, weight_decay=1e-2)
         last = float("nan")
         for _ in range(steps):
-            loss = self.loss(model, batch)
+            loss = self.loss(model, batch, pool=pool)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

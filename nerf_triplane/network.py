@@ -13,7 +13,7 @@ from torch import nn
 from gridencoder import GridEncoder
 from shencoder import SHEncoder
 
-from .audio_nets import MLP, AudioAttNet, AudioNet
+from .audio_nets import MLP, AudioAttNet, AudioNet, encode_audio_window
 from .freq_encoder import FreqEncoder
 from .renderer import NeRFRenderer
 
@@ -99,14 +99,8 @@ class NeRFNetwork(NeRFRenderer):
         """
         if a is None:
             return None
-        if self.emb:
-            a = self.embedding(a).transpose(-1, -2)  # [K, A, T]
-        enc_a = self.audio_net(a)  # [K, 32]
-        if self.att > 0:
-            enc_a = self.audio_att_net(enc_a[None])  # [1, 32]
-        elif enc_a.shape[0] != 1:
-            raise ValueError(f"--att 0 takes a single audio frame [1, A, T], got {enc_a.shape[0]} frames")
-        return enc_a
+        return encode_audio_window(a, self.audio_net, self.audio_att_net if self.att > 0 else None,
+                                   self.embedding if self.emb else None)
 
     # ---- head --------------------------------------------------------------------------
 

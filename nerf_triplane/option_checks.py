@@ -12,7 +12,7 @@ POSITIVE = ("lr", "lr_net", "lr_aud")
 
 
 def check_numbers(opt) -> None:
-    """Raise ValueError for the first option outside its range.
+    """Raise ValueError for the first option outside its range, or missing the options it needs.
 
     ``--iters`` and ``--num_rays`` only matter for training, so ``--test`` skips them.
     """
@@ -26,3 +26,7 @@ def check_numbers(opt) -> None:
         value = getattr(opt, flag)
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"--{flag} {value}: must be a positive finite number")
+    # Checked here, after the preset filled in the values it sets.
+    if opt.mouth_crossfit and (opt.mouth_teacher <= 0 or opt.mouth_pretrain <= 0):
+        raise ValueError("--mouth_crossfit sets what --mouth_teacher's steps show, from audio paths fitted for "
+                         "2 x --mouth_pretrain steps: give --mouth_teacher > 0 and --mouth_pretrain > 0 too")

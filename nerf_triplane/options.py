@@ -14,7 +14,7 @@ Deviations from the reference, each deliberate:
   ``--lpips_weights``, ``--asr_weights``, ``--grid_size``, ``--preset``, ``--ema_interval``, ``--verbose``,
   ``--face_rays``/``--lips_rays`` (default 0 = the reference's uniform sampling), ``--lr_aud``
   (default 1 = the reference's learning rates), ``--mouth_sup``/``--mouth_pretrain``/``--mouth_k``/
-  ``--mouth_spread``/``--mouth_teacher``
+  ``--mouth_spread``/``--mouth_teacher``/``--mouth_crossfit``
   (mouth-shape targets for the audio code, ``nerf_triplane/mouth.py``; default off).
   ``--max_nonfinite`` (default 20): a step whose loss or gradient is NaN/inf is skipped;
   that many in a row stop training with one error line (the reference raised at the first).
@@ -116,6 +116,10 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--mouth_teacher", type=float, default=0.0,
                    help="share of head steps whose NeRF sees the frame's measured mouth shape in the audio "
                         "code's mouth channels (0 = never, the reference)")
+    g.add_argument("--mouth_crossfit", type=int, default=0,
+                   help="B >= 2: --mouth_teacher shows, instead of the measured shape, what an audio path "
+                        "fitted on the other B-1 blocks of training frames (2 x --mouth_pretrain steps) "
+                        "predicts: held-out-like codes (0 = off)")
     g.add_argument("--init_lips", action="store_true", help="unused by the reference, kept for compatibility")
     g.add_argument("--finetune_lips", action="store_true", help="lips LPIPS finetuning stage")
     g.add_argument("--smooth_lips", action="store_true", help="smooth the audio code over time at inference")
@@ -183,6 +187,8 @@ def finalize(opt: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--mouth_teacher is a share of steps in [0, 1], got {opt.mouth_teacher}")
     if not 1 <= opt.mouth_k <= 32:
         raise ValueError(f"--mouth_k must be in 1..32 (the audio code has 32 channels), got {opt.mouth_k}")
+    if opt.mouth_crossfit == 1 or opt.mouth_crossfit < 0:
+        raise ValueError(f"--mouth_crossfit is a number of blocks >= 2 (0 = off), got {opt.mouth_crossfit}")
     return opt
 
 

@@ -466,6 +466,13 @@ class Trainer:
                 self.log(f"[INFO] audio path fitted to {opt.mouth_k} mouth components "
                          f"({self.mouth.basis.explained:.0%} of the shape variance) for {opt.mouth_pretrain} "
                          f"steps: loss {last:.4f}")
+            if opt.mouth_crossfit:
+                started = time.time()
+                # Twice the main path's pretraining: it goes on learning while the head trains.
+                codes = self.mouth.crossfit(self.model, opt.mouth_crossfit, 2 * opt.mouth_pretrain, seed=opt.seed)
+                self.log(f"[INFO] teacher codes cross-fitted over {opt.mouth_crossfit} blocks in "
+                         f"{time.time() - started:.0f} s: their first mouth component correlates "
+                         f"{self.mouth.agreement(codes):.2f} with the measured one")
         self.train_frames = n
         max_epochs = math.ceil(opt.iters / n)
         eval_interval = opt.eval_interval if opt.eval_interval > 0 else max(1, EVAL_EVERY_STEPS // n)

@@ -132,17 +132,25 @@ def test_mouth_options_train_the_head(subject, tmp_path):
     """--mouth_pretrain / --mouth_sup run inside a normal head training; without them the
     audio path is untouched by the mouth targets (default = the reference)."""
     import main as cli
+    from nerf_triplane.option_checks import check_numbers
     from nerf_triplane.options import parse_args
 
     with pytest.raises(ValueError, match="mouth_k"):
         parse_args(tiny_args(subject, tmp_path, "--mouth_k", "40"))
     with pytest.raises(ValueError, match="mouth_teacher"):
         parse_args(tiny_args(subject, tmp_path, "--mouth_teacher", "1.5"))
+    with pytest.raises(ValueError, match="blocks >= 2"):
+        parse_args(tiny_args(subject, tmp_path, "--mouth_teacher", "0.5", "--mouth_pretrain", "5",
+                             "--mouth_crossfit", "1"))
+    with pytest.raises(ValueError, match="give --mouth_teacher > 0"):
+        check_numbers(parse_args(tiny_args(subject, tmp_path, "--mouth_pretrain", "5", "--mouth_crossfit", "3")))
     with single_thread():
         assert cli.main(tiny_args(subject, tmp_path / "ws", "--iters", 30, "--mouth_sup", 1,
-                                  "--mouth_pretrain", 20, "--mouth_teacher", 0.5, "--mouth_spread", 1)) == 0
+                                  "--mouth_pretrain", 20, "--mouth_teacher", 0.5, "--mouth_spread", 1,
+                                  "--mouth_crossfit", 2)) == 0
     log = next((tmp_path / "ws").glob("log_*.txt")).read_text()
     assert "audio path fitted to 6 mouth components" in log
+    assert "teacher codes cross-fitted over 2 blocks" in log
 
 
 def test_teacher_targets_follow_the_landmarks():
@@ -156,3 +164,37 @@ def test_teacher_targets_follow_the_landmarks():
     first = torch.cat([sup.teacher(i) for i in range(12) if i != 5])[:, 0].numpy()
     assert sup.teacher(0).shape == (1, 3)
     assert abs(np.corrcoef(first, np.delete(openings, 5))[0, 1]) > 0.99
+
+
+def test_crossfit_codes_come_from_paths_that_never_heard_the_frame():
+    """Audio that says nothing of the mouth can only be memorised: an audio path fitted on
+    all frames reproduces their openings, cross-fitted codes do not. Where the audio does
+    carry the opening, cross-fitted codes follow it. Torch's global RNG is left as it was."""
+    rng = np.random.default_rng(4)
+    openings = rng.uniform(0, 1, 96)
+    lms = np.stack([face(o) for o in openings])
+    noise = torch.from_numpy(rng.normal(0, 1, (96, 4, 16))).float()
+    informative = torch.from_numpy(openings).float()[:, None, None].expand(96, 4, 16) + 0.05 * noise
+
+    def corr(codes):
+        return float(np.corrcoef(codes[:, 0].numpy(), sup.targets[:, 0].numpy())[0, 1])
+
+    torch.manual_seed(0)
+    with single_thread():
+        sup = MouthSupervision(lms, lambda k: noise[k:k + 1], k=1)
+        model = ToyAudioPath()
+        sup.pretrain(model, steps=300, batch=32, lr=3e-3)
+        with torch.no_grad():
+            memorised = corr(sup.codes(model, list(range(96)))[:, :1])
+        state = torch.get_rng_state()
+        held = sup.crossfit(model, blocks=3, steps=300)
+        assert torch.equal(torch.get_rng_state(), state)
+        assert held.shape == (96, 1)
+        torch.testing.assert_close(sup.teacher(7), held[7:8])
+        sup_informative = MouthSupervision(lms, lambda k: informative[k:k + 1], k=1)
+        followed = sup_informative.agreement(sup_informative.crossfit(model, blocks=3, steps=300))
+    assert memorised > 0.8
+    assert abs(corr(held)) < 0.35, corr(held)
+    assert followed > 0.9
+    with pytest.raises(ValueError, match="blocks"):
+        sup.crossfit(model, blocks=1, steps=1)
