@@ -42,6 +42,11 @@ mouth -> both: mouth_corr 0.40 -> 0.56, 0.47 -> 0.36 (folds 0, 2), 0.20 -> 0.47 
 opening std ratio 0.76 -> 0.70, 0.71 -> 0.80, 0.13 -> 0.10; LMD 2.22 -> 2.07, 1.93 -> 1.96,
 3.21 -> 3.16 px; PSNR 30.93 -> 30.99, 32.15 -> 32.11, 29.77 -> 29.73 dB: no window improves
 on every figure.
+Not adopted: ``--mouth_teacher 0.5 --mouth_crossfit 5`` (teacher steps show cross-fitted audio
+predictions; same A/B command, folds 0, 1, 2, 4), mouth -> cross-fitted: mouth_corr 0.40 -> 0.44,
+0.58 -> 0.60, 0.47 -> 0.50, 0.76 -> 0.72; opening std ratio 0.76 -> 0.80, 0.68 -> 0.66,
+0.71 -> 0.63, 0.72 -> 0.66; LMD 2.22 -> 2.10, 1.50 -> 1.54, 1.93 -> 1.98, 1.52 -> 1.60 px; PSNR
+30.93 -> 31.05, 32.50 -> 32.29, 32.15 -> 32.05, 31.26 -> 31.28 dB: only fold 0 gains on every figure.
 
 ``tiny``: smoke runs (CI, tests): a few dozen steps on 256 rays and a 32³ grid.
 
