@@ -89,6 +89,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--exp_eye", action="store_true", help="condition density on the eye (blink) area")
     g.add_argument("--fix_eye", type=float, default=-1, help="if >= 0, use this constant eye area")
     g.add_argument("--smooth_eye", action="store_true", help="smooth the eye-area sequence over time")
+    g.add_argument("--exp_upper", action="store_true",
+                   help="also condition density on the upper face (brow raise l/r, furrow, eye openness l/r "
+                        "from <path>/expressions.csv) through the eye attention; needs --exp_eye (-O)")
     g.add_argument("--torso_shrink", type=float, default=0.8, help="scale of torso 2D coordinates before deformation")
     g.add_argument("--color_space", type=str, default="srgb", help="srgb | linear")
     g.add_argument("--preload", type=int, default=0, help="0: read images per step, 1: preload to RAM, 2: also to the GPU")

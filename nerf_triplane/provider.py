@@ -173,6 +173,22 @@ def eye_areas(au45: np.ndarray, img_ids: list[int], smooth: bool, source: str) -
     return area.astype(np.float32)
 
 
+def upper_face(root: Path, img_ids: list[int]) -> np.ndarray:
+    """Standardised upper-face values (``data_utils.expressions``) of frames ``img_ids``  # [N, 5].
+
+    Standardised over every row of ``<root>/expressions.csv`` (the whole video), so train and
+    held-out frames share one scale.
+    """
+    from data_utils.expressions import CSV_NAME, read_expressions, standardize
+
+    values = read_expressions(root)
+    ids = np.asarray(img_ids)
+    if ids.max() >= len(values):
+        raise ValueError(f"{root / CSV_NAME} has {len(values)} rows but frame img_id {ids.max()} needs one "
+                         "row per video frame: rewrite it with python -m data_utils.expressions")
+    return standardize(values)[ids]
+
+
 def _bbox(pts: np.ndarray) -> list[int]:
     # x = rows (from the y coordinates), y = columns; truncation to int like the reference.
     return [int(pts[:, 1].min()), int(pts[:, 1].max()), int(pts[:, 0].min()), int(pts[:, 0].max())]
@@ -245,7 +261,8 @@ class NeRFDataset:
         auds: per-frame features  # [N_aud, A, T] (int64 [N_aud, T] with --emb)
         audio_dim: A.
         eye_area: blink amount per frame (clip(AU45_r, 0, 2) / 2, 1 = shut), un-jittered  # [N, 1],
-            or None without --exp_eye
+            with --exp_upper followed by the five ``upper_face`` values  # [N, 6]; None without
+            --exp_eye
         bg_img: background  # [H, W, 3]
         img_ids, aud_ids: ``img_id`` / ``aud_id`` of each frame of the split (json order).
         num_frames: N; has_gt: False when driven by novel audio; training: sample rays.
@@ -290,6 +307,9 @@ class NeRFDataset:
             area = eye_areas(read_au45(self.root), self.img_ids, opt.smooth_eye,
                              str(self.root / "au.csv"))
             self.eye_area = torch.from_numpy(area).view(-1, 1)
+            if opt.exp_upper:
+                upper = upper_face(self.root, self.img_ids)
+                self.eye_area = torch.cat([self.eye_area, torch.from_numpy(upper)], dim=1)
 
         # [N, 68, 2] pixels of this (downscaled) split
         self.landmarks = np.stack([read_lms(self.root / "ori_imgs" / f"{i}.lms") for i in self.img_ids]) / downscale
@@ -424,7 +444,7 @@ class NeRFDataset:
         """Batch for one loader position (``index`` is a one-element list).
 
         Keys: ``H``, ``W``, ``index`` [f], ``rays_o``/``rays_d`` [1, N, 3], ``poses`` [1, 4, 4],
-        ``auds`` [8|1, A, T], ``eye`` [1, 1] or None, ``bg_color``, ``bg_torso_color`` [1, N, 3],
+        ``auds`` [8|1, A, T], ``eye`` [1, 1] ([1, 6] with --exp_upper) or None, ``bg_color``, ``bg_torso_color`` [1, N, 3],
         ``bg_coords`` [1, N, 2], ``images`` [1, N, 3] when ``has_gt``; training adds
         ``face_mask``, ``lhalf_mask``, ``eye_mask`` (exp_eye) [1, N] bool and ``rect`` for lips
         batches. ``N`` is ``H*W`` outside training.
@@ -447,11 +467,15 @@ class NeRFDataset:
 
         results["eye"] = None
         if self.eye_area is not None:
-            eye = self.eye_area[f:f + 1].clone()  # [1, 1]
+            eye = self.eye_area[f:f + 1].clone()  # [1, 1] (blink) or [1, 6] (+ upper face)
             if self.training:
-                eye += (torch.rand(1).item() - 0.5) * 2 * EYE_JITTER
+                eye[:, :1] += (torch.rand(1).item() - 0.5) * 2 * EYE_JITTER
+                if eye.shape[1] > 1:
+                    # The standardised upper-face values get the blink's jitter relative to their
+                    # scale (blink 0..1, these about -1..1), one draw per value.
+                    eye[:, 1:] += (torch.rand(1, eye.shape[1] - 1) - 0.5) * 4 * EYE_JITTER
             elif self.opt.fix_eye >= 0:
-                eye.fill_(self.opt.fix_eye)
+                eye[:, :1].fill_(self.opt.fix_eye)
             results["eye"] = eye
 
         image, bg_torso = self.frame_images(f)
