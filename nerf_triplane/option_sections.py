@@ -3,7 +3,7 @@
 MAIN_SECTIONS: dict[str, tuple[str, ...]] = {
     "general": ("O", "workspace", "preset", "device", "seed", "verbose"),
     "data": ("data_range", "part", "part2", "preload", "bg_img", "color_space", "bound", "scale", "offset", "fbg"),
-    "training": ("iters", "ckpt", "lr", "lr_net", "lr_aud", "num_rays", "face_rays", "lips_rays", "warmup_step",
+    "training": ("iters", "ckpt", "lr", "lr_net", "lr_aud", "num_rays", "face_rays", "lips_rays", "error_map", "warmup_step",
                  "fp16", "amb_aud_loss", "amb_eye_loss", "unc_loss", "lambda_amb", "mouth_sup", "mouth_pretrain",
                  "mouth_k", "mouth_spread", "mouth_teacher", "ind_dim", "ind_num", "amb_dim", "exp_eye", "fix_eye",
                  "smooth_eye", "exp_upper", "train_camera", "max_nonfinite", "eval_interval", "save_interval",

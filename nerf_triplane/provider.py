@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from data_utils.audio_features import feature_file_for
 from data_utils.blinks import read_openface_au45
 
+from .error_map import ErrorMap
 from .poses import nerf_matrix_to_ngp, smooth_path
 from .rays import (get_bg_coords, get_rays, random_pixels, rays_from_pixels, rect_mask,
                    rect_random_pixels)
@@ -315,6 +316,11 @@ class NeRFDataset:
         self.landmarks = np.stack([read_lms(self.root / "ori_imgs" / f"{i}.lms") for i in self.img_ids]) / downscale
         self.rects = [landmark_rects(lms, self.H, self.W) for lms in self.landmarks]
 
+        # Only head batches of single rays sample by error (see ``_rays``).
+        self.error_map = None
+        if self.training and opt.error_map > 0 and not opt.torso and opt.patch_size == 1 and not opt.finetune_lips:
+            self.error_map = ErrorMap(self.num_frames, self.H, self.W, self.device)
+
         self.bg_img = self._color(torch.from_numpy(load_background(opt.bg_img, self.root, self.H, self.W)))
         self.bg_coords = get_bg_coords(self.H, self.W, self.device)  # [1, H*W, 2]
         self.images, self.bg_torso = self._load_images()
@@ -426,7 +432,7 @@ class NeRFDataset:
             results["rect"] = rect
             return get_rays(pose, self.intrinsics, self.H, self.W, rect=rect)
         head_only = self.training and not self.opt.torso and self.opt.patch_size == 1
-        if head_only and (self.opt.face_rays > 0 or self.opt.lips_rays > 0):
+        if head_only and (self.opt.face_rays > 0 or self.opt.lips_rays > 0 or self.error_map is not None):
             # The head fills a small part of the frame and everything around it is copied
             # from GT, so rays inside the face (and the few hundred lip pixels, whose motion
             # the audio must explain) buy the most per step on a slow device.
@@ -434,7 +440,10 @@ class NeRFDataset:
             n_lips = int(round(self.num_rays * self.opt.lips_rays))
             parts = [rect_random_pixels(self.H, self.W, n, self.rects[f][name], self.device)
                      for name, n in (("face", n_face), ("lips", n_lips)) if n > 0]
-            rest = self.num_rays - n_face - n_lips
+            n_err = int(round(self.num_rays * self.opt.error_map)) if self.error_map is not None else 0
+            if n_err > 0:
+                parts.append(self.error_map.sample(f, n_err))
+            rest = self.num_rays - n_face - n_lips - n_err
             if rest > 0:
                 parts.append(random_pixels(self.H, self.W, rest, self.device))
             return rays_from_pixels(pose, self.intrinsics, self.W, torch.cat(parts))
@@ -446,8 +455,8 @@ class NeRFDataset:
         Keys: ``H``, ``W``, ``index`` [f], ``rays_o``/``rays_d`` [1, N, 3], ``poses`` [1, 4, 4],
         ``auds`` [8|1, A, T], ``eye`` [1, 1] ([1, 6] with --exp_upper) or None, ``bg_color``, ``bg_torso_color`` [1, N, 3],
         ``bg_coords`` [1, N, 2], ``images`` [1, N, 3] when ``has_gt``; training adds
-        ``face_mask``, ``lhalf_mask``, ``eye_mask`` (exp_eye) [1, N] bool and ``rect`` for lips
-        batches. ``N`` is ``H*W`` outside training.
+        ``face_mask``, ``lhalf_mask``, ``eye_mask`` (exp_eye) [1, N] bool, ``rect`` for lips
+        batches, and with ``--error_map`` the ``ErrorMap`` and the rays' flat ``pixels`` [N]. ``N`` is ``H*W`` outside training.
         """
         pos = int(index[0])
         f = self.mirror_index(pos)
@@ -457,6 +466,9 @@ class NeRFDataset:
         rays = self._rays(pose, f, results)
         results["rays_o"], results["rays_d"] = rays["rays_o"], rays["rays_d"]
         inds = rays["inds"]  # [1, N]
+        if self.error_map is not None:
+            # The trainer hands each ray's error back to the map (ErrorMap.record).
+            results["error_map"], results["pixels"] = self.error_map, inds[0]
 
         if self.training:
             rects = self.rects[f]
