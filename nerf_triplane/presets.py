@@ -42,6 +42,12 @@ mouth -> both: mouth_corr 0.40 -> 0.56, 0.47 -> 0.36 (folds 0, 2), 0.20 -> 0.47 
 opening std ratio 0.76 -> 0.70, 0.71 -> 0.80, 0.13 -> 0.10; LMD 2.22 -> 2.07, 1.93 -> 1.96,
 3.21 -> 3.16 px; PSNR 30.93 -> 30.99, 32.15 -> 32.11, 29.77 -> 29.73 dB: no window improves
 on every figure.
+Not adopted for want of figures: ``--exp_upper`` (upper-face values through the eye
+attention) and ``--error_map 0.3`` (rays drawn by recent error). A/B command: ``python
+scripts/crossval.py DATA --root W --folds 5 --only 0 4 --preset cpu --iters 2000
+--preload 0 --exp_upper`` against the runs above, scored also by ``scripts/region_psnr.py``
+(A side, folds 0 / 4: 30.93 / 31.26 dB whole frame, 27.96 / 28.95 dB above the brows); the B
+runs got about 1 % of a core on the shared machine and did not finish (README).
 
 ``tiny``: smoke runs (CI, tests): a few dozen steps on 256 rays and a 32³ grid.
 
