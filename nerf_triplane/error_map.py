@@ -11,7 +11,8 @@ frames, 2000 steps), so its own map would mostly be empty. A cell the image has 
 yet falls back to a running map over all images (the cell's error averaged over every batch
 that hit it): hard regions of the subject (hair silhouette, mouth) are found from the other
 frames. The maps live in the training dataset and are not checkpointed: a resumed run starts
-from the fallback map, which refills within a few hundred steps.
+from uniform maps, which refill within a few steps, so with this option resuming is not
+bit-exact (it is without it).
 """
 from __future__ import annotations
 

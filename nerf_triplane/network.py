@@ -147,7 +147,8 @@ class NeRFNetwork(NeRFRenderer):
         enc_w = enc_a * aud_ch_att
         if self.exp_eye:
             if e is None:
-                raise ValueError("the network was built with --exp_eye, so density() needs the eye area e [1, 1]")
+                raise ValueError("the network was built with --exp_eye, so density() needs the eye input "
+                                 "e [1, eye_dim]")
             eye_att = torch.sigmoid(self.eye_att_net(enc_x))  # [N, eye_dim]
             h = torch.cat([enc_x, enc_w, e.reshape(1, self.eye_dim).to(enc_x) * eye_att], dim=-1)
             # The ambient-eye loss keeps all eye channels' attention off the audio's region.

@@ -453,10 +453,11 @@ class NeRFDataset:
         """Batch for one loader position (``index`` is a one-element list).
 
         Keys: ``H``, ``W``, ``index`` [f], ``rays_o``/``rays_d`` [1, N, 3], ``poses`` [1, 4, 4],
-        ``auds`` [8|1, A, T], ``eye`` [1, 1] ([1, 6] with --exp_upper) or None, ``bg_color``, ``bg_torso_color`` [1, N, 3],
-        ``bg_coords`` [1, N, 2], ``images`` [1, N, 3] when ``has_gt``; training adds
-        ``face_mask``, ``lhalf_mask``, ``eye_mask`` (exp_eye) [1, N] bool, ``rect`` for lips
-        batches, and with ``--error_map`` the ``ErrorMap`` and the rays' flat ``pixels`` [N]. ``N`` is ``H*W`` outside training.
+        ``auds`` [8|1, A, T], ``eye`` [1, 1] ([1, 6] with --exp_upper) or None, ``bg_color``,
+        ``bg_torso_color`` [1, N, 3], ``bg_coords`` [1, N, 2], ``images`` [1, N, 3] when
+        ``has_gt``; training adds ``face_mask``, ``lhalf_mask``, ``eye_mask`` (exp_eye) [1, N]
+        bool, ``rect`` for lips batches, and with ``--error_map`` the ``ErrorMap`` and the rays'
+        flat ``pixels`` [N]. ``N`` is ``H*W`` outside training.
         """
         pos = int(index[0])
         f = self.mirror_index(pos)
