@@ -2,7 +2,7 @@
 
     python data_utils/process.py data/<ID>/<ID>.mp4 [--task N] [--asr_model mel] [--force]
 
-Outputs go next to the video (see ERNERF_FACTS.md §5). The nine steps run in order; each is
+Outputs go next to the video (see ERNERF_FACTS.md §5). The ten steps run in order; each is
 skipped when its outputs already exist (``--force`` redoes the selected steps) and writes
 through temporary names, so a killed run simply re-runs the unfinished step. Per-step wall
 times are printed and merged into ``process_log.json``. A video that is not ``--size``² (any
@@ -172,6 +172,11 @@ def _tracking(job: Job):
     return {**stats, "transforms": written}
 
 
+def _expressions(job: Job):
+    _require_frames(job, "expressions")
+    return _step_module("expressions", "expressions").write_expressions_csv(job.root)
+
+
 TRACKING_OUTPUTS = ("track_params.pt", "transforms_train.json", "transforms_val.json")
 
 
@@ -195,6 +200,7 @@ STEPS = (
          and j.all_frames_have(j.root / "gt_imgs", ".jpg")),
     Step(8, "blinks", _blinks, lambda j: (j.root / "au.csv").is_file()),
     Step(9, "tracking", _tracking, lambda j: all((j.root / n).is_file() for n in TRACKING_OUTPUTS)),
+    Step(10, "expressions", _expressions, lambda j: (j.root / "expressions.csv").is_file()),
 )
 
 
@@ -304,7 +310,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="the video, data/<ID>/<ID>.mp4; outputs go next to it")
     p.add_argument("--task", type=int, default=-1,
                    help="step to run (-1 = all): 1 audio, 2 features, 3 frames, 4 landmarks, "
-                        "5 parsing, 6 background, 7 torso/gt, 8 blinks, 9 tracking/transforms")
+                        "5 parsing, 6 background, 7 torso/gt, 8 blinks, 9 tracking/transforms, "
+                        "10 upper-face expressions")
     p.add_argument("--asr_model", default="mel",
                    help="audio model: mel (offline) | deepspeech | a Hugging Face HuBERT/wav2vec2 id or folder")
     p.add_argument("--asr_weights", default=None,

@@ -13,9 +13,14 @@ from torch import nn
 from gridencoder import GridEncoder
 from shencoder import SHEncoder
 
+from data_utils.expressions import NAMES as UPPER_FACE_NAMES
+
 from .audio_nets import MLP, AudioAttNet, AudioNet, encode_audio_window
 from .freq_encoder import FreqEncoder
 from .renderer import NeRFRenderer
+
+
+UPPER_FACE_DIM = len(UPPER_FACE_NAMES)
 
 
 def audio_dim_for(asr_model: str) -> int:
@@ -67,9 +72,13 @@ class NeRFNetwork(NeRFRenderer):
         self.in_dim = self.encoder_xy.output_dim * 3
 
         self.geo_feat_dim = 64
-        self.eye_dim = 1 if self.exp_eye else 0
+        # The eye input: the blink, plus the five upper-face values with --exp_upper; each
+        # channel gets its own spatial attention, so a brow value acts where the brows are.
+        if opt.exp_upper and not self.exp_eye:
+            raise ValueError("--exp_upper feeds the upper face through the eye attention: add -O or --exp_eye")
+        self.eye_dim = (1 + (UPPER_FACE_DIM if opt.exp_upper else 0)) if self.exp_eye else 0
         if self.exp_eye:
-            self.eye_att_net = MLP(self.in_dim, 1, 16, 2)
+            self.eye_att_net = MLP(self.in_dim, self.eye_dim, 16, 2)
         self.aud_ch_att_net = MLP(self.in_dim, self.audio_dim, 64, 2)
         self.sigma_net = MLP(self.in_dim + self.audio_dim + self.eye_dim, 1 + self.geo_feat_dim, 64, 3)
         self.encoder_dir = SHEncoder(input_dim=3, degree=4)
@@ -118,12 +127,13 @@ class NeRFNetwork(NeRFRenderer):
         Args:
             x: sample points [N, 3] in [-bound, bound].
             enc_a: audio code [1, 32].
-            e: eye area [1, 1], used only when the network was built with ``exp_eye``.
+            e: eye input [1, eye_dim] (blink area, then the upper-face values with
+                ``exp_upper``), used only when the network was built with ``exp_eye``.
             enc_x: precomputed ``encode_x(x)`` [N, 36].
         Returns:
             dict of ``sigma`` [N], ``geo_feat`` [N, 64], ``ambient_aud`` [N, 1]
             (norm of the audio channel attention), ``ambient_eye`` [N, 1] (eye
-            attention, zeros without exp_eye).
+            attention, its mean over the eye channels; zeros without exp_eye).
         """
         if enc_x is None:
             enc_x = self.encode_x(x)
@@ -131,9 +141,12 @@ class NeRFNetwork(NeRFRenderer):
         enc_w = enc_a * aud_ch_att
         if self.exp_eye:
             if e is None:
-                raise ValueError("the network was built with --exp_eye, so density() needs the eye area e [1, 1]")
-            eye_att = torch.sigmoid(self.eye_att_net(enc_x))  # [N, 1]
-            h = torch.cat([enc_x, enc_w, e.reshape(1, 1).to(enc_x) * eye_att], dim=-1)
+                raise ValueError("the network was built with --exp_eye, so density() needs the eye input "
+                                 "e [1, eye_dim]")
+            eye_att = torch.sigmoid(self.eye_att_net(enc_x))  # [N, eye_dim]
+            h = torch.cat([enc_x, enc_w, e.reshape(1, self.eye_dim).to(enc_x) * eye_att], dim=-1)
+            # The ambient-eye loss keeps all eye channels' attention off the audio's region.
+            eye_att = eye_att.mean(dim=-1, keepdim=True)
         else:
             eye_att = torch.zeros_like(enc_x[:, :1])
             h = torch.cat([enc_x, enc_w], dim=-1)
@@ -164,7 +177,7 @@ class NeRFNetwork(NeRFRenderer):
             d: unit view directions [N, 3].
             enc_a: audio code [1, 32].
             c: individual code [1, ind_dim]; None only when ind_dim is 0.
-            e: eye area [1, 1] (exp_eye).
+            e: eye input [1, eye_dim] (exp_eye; see ``density``).
         Returns:
             sigma [N], rgb [N, 3] in (-0.001, 1.001), ambient_aud [N, 1], ambient_eye [N, 1],
             uncertainty [N].

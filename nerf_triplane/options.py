@@ -89,6 +89,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--exp_eye", action="store_true", help="condition density on the eye (blink) area")
     g.add_argument("--fix_eye", type=float, default=-1, help="if >= 0, use this constant eye area")
     g.add_argument("--smooth_eye", action="store_true", help="smooth the eye-area sequence over time")
+    g.add_argument("--exp_upper", action="store_true",
+                   help="also condition density on the upper face (brow raise l/r, furrow, eye openness l/r "
+                        "from <path>/expressions.csv) through the eye attention; needs --exp_eye (-O)")
     g.add_argument("--torso_shrink", type=float, default=0.8, help="scale of torso 2D coordinates before deformation")
     g.add_argument("--color_space", type=str, default="srgb", help="srgb | linear")
     g.add_argument("--preload", type=int, default=0, help="0: read images per step, 1: preload to RAM, 2: also to the GPU")
@@ -105,6 +108,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="fraction of each training batch drawn inside the face rectangle (0 = uniform)")
     g.add_argument("--lips_rays", type=float, default=0.0,
                    help="fraction of each training batch drawn inside the lips square (0 = uniform)")
+    g.add_argument("--error_map", type=float, default=0.0,
+                   help="fraction of each head training batch drawn in proportion to a coarse per-image map of "
+                        "recent colour error (nerf_triplane/error_map.py; 0 = off, the reference)")
     g.add_argument("--mouth_sup", type=float, default=0.0,
                    help="weight of the mouth-shape target of the audio code (0 = off, the reference)")
     g.add_argument("--mouth_pretrain", type=int, default=0,
@@ -176,11 +182,12 @@ def finalize(opt: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--offset takes three floats, got {opt.offset}")
     if opt.patch_size > 1 and opt.num_rays % (opt.patch_size ** 2) != 0:
         raise ValueError(f"--num_rays ({opt.num_rays}) must be a multiple of --patch_size^2 ({opt.patch_size ** 2})")
-    for flag in ("face_rays", "lips_rays"):
+    for flag in ("face_rays", "lips_rays", "error_map"):
         if not 0.0 <= getattr(opt, flag) <= 1.0:
             raise ValueError(f"--{flag} is a fraction in [0, 1], got {getattr(opt, flag)}")
-    if opt.face_rays + opt.lips_rays > 1.0:
-        raise ValueError(f"--face_rays + --lips_rays must not exceed 1, got {opt.face_rays + opt.lips_rays}")
+    if opt.face_rays + opt.lips_rays + opt.error_map > 1.0:
+        raise ValueError(f"--face_rays + --lips_rays + --error_map must not exceed 1, "
+                         f"got {opt.face_rays + opt.lips_rays + opt.error_map}")
     if opt.mouth_sup < 0 or opt.mouth_pretrain < 0 or opt.mouth_spread < 0:
         raise ValueError("--mouth_sup, --mouth_pretrain and --mouth_spread must be >= 0")
     if not 0 <= opt.mouth_teacher <= 1:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from data_utils.audio_features import feature_file_for
 from data_utils.blinks import read_openface_au45
 
+from .error_map import ErrorMap
 from .poses import nerf_matrix_to_ngp, smooth_path
 from .rays import (get_bg_coords, get_rays, random_pixels, rays_from_pixels, rect_mask,
                    rect_random_pixels)
@@ -173,6 +174,22 @@ def eye_areas(au45: np.ndarray, img_ids: list[int], smooth: bool, source: str) -
     return area.astype(np.float32)
 
 
+def upper_face(root: Path, img_ids: list[int]) -> np.ndarray:
+    """Standardised upper-face values (``data_utils.expressions``) of frames ``img_ids``  # [N, 5].
+
+    Standardised over every row of ``<root>/expressions.csv`` (the whole video), so train and
+    held-out frames share one scale.
+    """
+    from data_utils.expressions import CSV_NAME, read_expressions, standardize
+
+    values = read_expressions(root)
+    ids = np.asarray(img_ids)
+    if ids.max() >= len(values):
+        raise ValueError(f"{root / CSV_NAME} has {len(values)} rows but frame img_id {ids.max()} needs one "
+                         "row per video frame: rewrite it with python -m data_utils.expressions")
+    return standardize(values)[ids]
+
+
 def _bbox(pts: np.ndarray) -> list[int]:
     # x = rows (from the y coordinates), y = columns; truncation to int like the reference.
     return [int(pts[:, 1].min()), int(pts[:, 1].max()), int(pts[:, 0].min()), int(pts[:, 0].max())]
@@ -245,7 +262,8 @@ class NeRFDataset:
         auds: per-frame features  # [N_aud, A, T] (int64 [N_aud, T] with --emb)
         audio_dim: A.
         eye_area: blink amount per frame (clip(AU45_r, 0, 2) / 2, 1 = shut), un-jittered  # [N, 1],
-            or None without --exp_eye
+            with --exp_upper followed by the five ``upper_face`` values  # [N, 6]; None without
+            --exp_eye
         bg_img: background  # [H, W, 3]
         img_ids, aud_ids: ``img_id`` / ``aud_id`` of each frame of the split (json order).
         num_frames: N; has_gt: False when driven by novel audio; training: sample rays.
@@ -290,10 +308,18 @@ class NeRFDataset:
             area = eye_areas(read_au45(self.root), self.img_ids, opt.smooth_eye,
                              str(self.root / "au.csv"))
             self.eye_area = torch.from_numpy(area).view(-1, 1)
+            if opt.exp_upper:
+                upper = upper_face(self.root, self.img_ids)
+                self.eye_area = torch.cat([self.eye_area, torch.from_numpy(upper)], dim=1)
 
         # [N, 68, 2] pixels of this (downscaled) split
         self.landmarks = np.stack([read_lms(self.root / "ori_imgs" / f"{i}.lms") for i in self.img_ids]) / downscale
         self.rects = [landmark_rects(lms, self.H, self.W) for lms in self.landmarks]
+
+        # Only head batches of single rays sample by error (see ``_rays``).
+        self.error_map = None
+        if self.training and opt.error_map > 0 and not opt.torso and opt.patch_size == 1 and not opt.finetune_lips:
+            self.error_map = ErrorMap(self.num_frames, self.H, self.W, self.device)
 
         self.bg_img = self._color(torch.from_numpy(load_background(opt.bg_img, self.root, self.H, self.W)))
         self.bg_coords = get_bg_coords(self.H, self.W, self.device)  # [1, H*W, 2]
@@ -406,7 +432,7 @@ class NeRFDataset:
             results["rect"] = rect
             return get_rays(pose, self.intrinsics, self.H, self.W, rect=rect)
         head_only = self.training and not self.opt.torso and self.opt.patch_size == 1
-        if head_only and (self.opt.face_rays > 0 or self.opt.lips_rays > 0):
+        if head_only and (self.opt.face_rays > 0 or self.opt.lips_rays > 0 or self.error_map is not None):
             # The head fills a small part of the frame and everything around it is copied
             # from GT, so rays inside the face (and the few hundred lip pixels, whose motion
             # the audio must explain) buy the most per step on a slow device.
@@ -414,7 +440,10 @@ class NeRFDataset:
             n_lips = int(round(self.num_rays * self.opt.lips_rays))
             parts = [rect_random_pixels(self.H, self.W, n, self.rects[f][name], self.device)
                      for name, n in (("face", n_face), ("lips", n_lips)) if n > 0]
-            rest = self.num_rays - n_face - n_lips
+            n_err = int(round(self.num_rays * self.opt.error_map)) if self.error_map is not None else 0
+            if n_err > 0:
+                parts.append(self.error_map.sample(f, n_err))
+            rest = self.num_rays - n_face - n_lips - n_err
             if rest > 0:
                 parts.append(random_pixels(self.H, self.W, rest, self.device))
             return rays_from_pixels(pose, self.intrinsics, self.W, torch.cat(parts))
@@ -424,10 +453,11 @@ class NeRFDataset:
         """Batch for one loader position (``index`` is a one-element list).
 
         Keys: ``H``, ``W``, ``index`` [f], ``rays_o``/``rays_d`` [1, N, 3], ``poses`` [1, 4, 4],
-        ``auds`` [8|1, A, T], ``eye`` [1, 1] or None, ``bg_color``, ``bg_torso_color`` [1, N, 3],
-        ``bg_coords`` [1, N, 2], ``images`` [1, N, 3] when ``has_gt``; training adds
-        ``face_mask``, ``lhalf_mask``, ``eye_mask`` (exp_eye) [1, N] bool and ``rect`` for lips
-        batches. ``N`` is ``H*W`` outside training.
+        ``auds`` [8|1, A, T], ``eye`` [1, 1] ([1, 6] with --exp_upper) or None, ``bg_color``,
+        ``bg_torso_color`` [1, N, 3], ``bg_coords`` [1, N, 2], ``images`` [1, N, 3] when
+        ``has_gt``; training adds ``face_mask``, ``lhalf_mask``, ``eye_mask`` (exp_eye) [1, N]
+        bool, ``rect`` for lips batches, and with ``--error_map`` the ``ErrorMap`` and the rays'
+        flat ``pixels`` [N]. ``N`` is ``H*W`` outside training.
         """
         pos = int(index[0])
         f = self.mirror_index(pos)
@@ -437,6 +467,9 @@ class NeRFDataset:
         rays = self._rays(pose, f, results)
         results["rays_o"], results["rays_d"] = rays["rays_o"], rays["rays_d"]
         inds = rays["inds"]  # [1, N]
+        if self.error_map is not None:
+            # The trainer hands each ray's error back to the map (ErrorMap.record).
+            results["error_map"], results["pixels"] = self.error_map, inds[0]
 
         if self.training:
             rects = self.rects[f]
@@ -447,11 +480,15 @@ class NeRFDataset:
 
         results["eye"] = None
         if self.eye_area is not None:
-            eye = self.eye_area[f:f + 1].clone()  # [1, 1]
+            eye = self.eye_area[f:f + 1].clone()  # [1, 1] (blink) or [1, 6] (+ upper face)
             if self.training:
-                eye += (torch.rand(1).item() - 0.5) * 2 * EYE_JITTER
+                eye[:, :1] += (torch.rand(1).item() - 0.5) * 2 * EYE_JITTER
+                if eye.shape[1] > 1:
+                    # The standardised upper-face values get the blink's jitter relative to their
+                    # scale (blink 0..1, these about -1..1), one draw per value.
+                    eye[:, 1:] += (torch.rand(1, eye.shape[1] - 1) - 0.5) * 4 * EYE_JITTER
             elif self.opt.fix_eye >= 0:
-                eye.fill_(self.opt.fix_eye)
+                eye[:, :1].fill_(self.opt.fix_eye)
             results["eye"] = eye
 
         image, bg_torso = self.frame_images(f)

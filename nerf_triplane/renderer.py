@@ -83,7 +83,7 @@ class NeRFRenderer(nn.Module):
     Subclasses provide ``forward(x, d, enc_a, c, e)``, ``density(x, enc_a, e)``,
     ``encode_audio(a)``, ``forward_torso(x, poses, c)`` and the audio attention mode ``att``.
 
-    Before training the trainer sets ``aud_features`` [N, A, T], ``eye_area`` [N, 1]
+    Before training the trainer sets ``aud_features`` [N, A, T], ``eye_area`` [N, eye_dim]
     (or None) and ``poses`` [N, 4, 4] from the training set; ``update_extra_state``
     draws random frames from them.
     """
@@ -283,7 +283,7 @@ class NeRFRenderer(nn.Module):
             auds: audio window [8, A, T] (att 1/2) or [1, A, T].
             bg_coords: [B, N, 2] pixel coordinates in [-1, 1] (torso branch).
             poses: [1, 4, 4] head pose (torso branch).
-            eye: eye area [1, 1] (exp_eye).
+            eye: eye input [1, eye_dim] (exp_eye; blink, then the --exp_upper values).
             index: frame index (codes, camera refinement) when training.
             dt_gamma: marching step growth (``cuda_ray``).
             bg_color: background, [B, N, 3], [3], scalar or None (white).
@@ -311,9 +311,9 @@ class NeRFRenderer(nn.Module):
             k = mouth.shape[-1]
             enc_a = torch.cat([mouth.reshape(1, k).to(enc_a), enc_a[:, k:]], dim=1)
         code, _ = self._codes(index)
-        eye = eye.reshape(1, 1).float() if (self.exp_eye and eye is not None) else None
+        eye = eye.reshape(1, -1).float() if (self.exp_eye and eye is not None) else None
         if self.exp_eye and eye is None:
-            raise ValueError("the model was built with --exp_eye (-O): render() needs eye [1, 1]")
+            raise ValueError("the model was built with --exp_eye (-O): render() needs eye [1, eye_dim]")
 
         if self.opt.cuda_ray:
             head = self._head_march(rays_o, rays_d, nears, fars, enc_a, code, eye, dt_gamma, perturb, max_steps,
@@ -448,7 +448,7 @@ class NeRFRenderer(nn.Module):
         if self.exp_eye:
             if self.eye_area is None:
                 raise ValueError("update_extra_state needs model.eye_area with --exp_eye")
-            eye = self.eye_area[r % self.eye_area.shape[0]].reshape(1, 1).to(device).float()
+            eye = self.eye_area[r % self.eye_area.shape[0]].reshape(1, -1).to(device).float()
         H3 = self.grid_size ** 3
         fresh = torch.empty_like(self.density_grid)
         for cas in range(self.cascade):

@@ -552,6 +552,9 @@ class Trainer:
             self.nonfinite.stop_if_diverged(self.global_step, f"--lr {o.lr}, --lr_net {o.lr_net}, --lr_aud {o.lr_aud}",
                                             str(self.ckpts.latest() or "none yet"))
         self.losses.append(loss_v)
+        if data.get("error_map") is not None:  # --error_map: where this batch erred, for the next draws
+            data["error_map"].record(int(data["index"][0]), data["pixels"],
+                                     ((pred.detach().float() - gt.float()) ** 2).mean(-1))
         mse = F.mse_loss(pred.detach().float(), gt.float()).item()
         self.writer.add_scalar("train/loss", loss_v, self.global_step)
         self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)

@@ -17,8 +17,8 @@ FILE_NAME = "model_flags.json"
 # Flags that change the network's tensors or how its rays are rendered; training-only flags
 # (iterations, rays per batch, losses, learning rates) stay free between runs.
 MODEL_FLAGS = ("asr_model", "asr_weights", "emb", "att", "ind_dim", "ind_num", "ind_dim_torso", "amb_dim",
-               "exp_eye", "fp16", "cuda_ray", "grid_size", "bound", "scale", "offset", "dt_gamma", "min_near",
-               "density_thresh", "density_thresh_torso", "max_steps", "num_steps", "color_space",
+               "exp_eye", "exp_upper", "fp16", "cuda_ray", "grid_size", "bound", "scale", "offset", "dt_gamma",
+               "min_near", "density_thresh", "density_thresh_torso", "max_steps", "num_steps", "color_space",
                "torso_shrink")
 # A head workspace's own torso settings are defaults, not choices: the torso run may set them.
 TORSO_ONLY = ("ind_dim_torso", "density_thresh_torso", "torso_shrink")

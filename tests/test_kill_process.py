@@ -1,4 +1,4 @@
-"""kill -9 inside each of the 9 steps of ``data_utils/process.py``: the rerun finishes and the
+"""kill -9 inside each of the 10 steps of ``data_utils/process.py``: the rerun finishes and the
 folder equals an uninterrupted run's, byte for byte (``process_log.json``, which records
 timings, aside)."""
 import shutil
@@ -21,6 +21,7 @@ STEP_KILLS = [
     "write:gt_imgs/*.jpg#10",         # 7 torso + GT
     "write:*/au.csv",                 # 8 blinks
     "write:*/track_params.pt",        # 9 tracking
+    "write:*/expressions.csv",        # 10 upper-face expressions
 ]
 
 
@@ -41,7 +42,7 @@ def test_kill_inside_every_step_then_rerun_matches_an_uninterrupted_run(may_clip
         assert "[pause] write:" in kill_at(["data_utils/process.py", video], point)
     done = run_script(["data_utils/process.py", video])
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "9/9] tracking: done" in done.stdout  # the killed step really ran again
+    assert "10/10] expressions: done" in done.stdout  # the killed step really ran again
 
     ours = folder_digest(video.parent, skip=("process_log.json",))
     theirs = folder_digest(reference.parent, skip=("process_log.json",))

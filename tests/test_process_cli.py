@@ -122,7 +122,7 @@ def test_script_entry_point(subject):
 
 @pytest.mark.slow
 def test_end_to_end_folder_loads_in_the_provider(capsys, subject):
-    for module in ("landmarks", "parsing", "background", "torso", "blinks", "tracking", "transforms"):
+    for module in ("landmarks", "parsing", "background", "torso", "blinks", "tracking", "transforms", "expressions"):
         pytest.importorskip(f"data_utils.{module}", reason=f"data_utils/{module}.py not written yet")
     provider = pytest.importorskip("nerf_triplane.provider", reason="nerf_triplane/provider.py not written yet")
     from nerf_triplane.options import parse_args
@@ -134,18 +134,19 @@ def test_end_to_end_folder_loads_in_the_provider(capsys, subject):
     assert n == 30
     for folder, suffix in (("ori_imgs", ".lms"), ("parsing", ".png"), ("torso_imgs", ".png"), ("gt_imgs", ".jpg")):
         assert len(list((root / folder).glob(f"*{suffix}"))) == n, folder
-    for name in ("aud.wav", "aud.npy", "bc.jpg", "au.csv", "track_params.pt",
+    for name in ("aud.wav", "aud.npy", "bc.jpg", "au.csv", "track_params.pt", "expressions.csv",
                  "transforms_train.json", "transforms_val.json", "process_log.json"):
         assert (root / name).is_file(), name
     log = json.loads((root / "process_log.json").read_text())
-    assert len(log["steps"]) == 9
+    assert len(log["steps"]) == 10
 
-    opt = parse_args([str(root), "--exp_eye"])
+    opt = parse_args([str(root), "--exp_eye", "--exp_upper"])
     train = provider.NeRFDataset(opt, device="cpu", type="train")
     assert train.num_frames == 27 and (train.H, train.W) == (512, 512)
     assert train.auds.shape[1:] == (32, 16)
     batch = next(iter(train.dataloader()))
     assert batch["rays_o"].shape[-1] == 3 and batch["images"].shape[-1] == 3
+    assert batch["eye"].shape == (1, 6)  # the blink and the five upper-face values
 
     code, out, _ = run_cli(capsys, subject)
-    assert code == 0 and out.count("outputs exist, skipped") == 9
+    assert code == 0 and out.count("outputs exist, skipped") == 10
