@@ -61,7 +61,7 @@ def test_no_audio_stream_only_fails_the_audio_steps(capsys, tmp_path, may_clip):
     code, _, err = run_cli(capsys, video, "--task", "1")
     assert_one_line_error(code, err, "no audio stream")
     code, out, _ = run_cli(capsys, video, "--task", "3")
-    assert code == 0 and "[3/9] frames: done" in out
+    assert code == 0 and "[3/10] frames: done" in out
     assert len(list((video.parent / "ori_imgs").glob("*.jpg"))) == 10
 
 
@@ -92,7 +92,7 @@ def test_another_subject_is_refused(capsys, subject, tmp_path):
 
 def test_task_skip_and_force(capsys, subject):
     code, out, _ = run_cli(capsys, subject, "--task", "1")
-    assert code == 0 and "[1/9] audio: done" in out
+    assert code == 0 and "[1/10] audio: done" in out
     wav = subject.parent / "aud.wav"
     first = wav.stat().st_mtime_ns
     code, out, _ = run_cli(capsys, subject, "--task", "1")
@@ -100,7 +100,7 @@ def test_task_skip_and_force(capsys, subject):
     code, out, _ = run_cli(capsys, subject, "--task", "2")
     assert code == 0 and np.load(subject.parent / "aud.npy").shape == (30, 16, 32)
     code, out, _ = run_cli(capsys, subject, "--task", "1", "--force")
-    assert code == 0 and "[1/9] audio: done" in out and wav.stat().st_mtime_ns != first
+    assert code == 0 and "[1/10] audio: done" in out and wav.stat().st_mtime_ns != first
     log = json.loads((subject.parent / "process_log.json").read_text())
     assert log["video"] == "may.mp4" and log["meta"]["fps"] == 25
     assert set(log["steps"]) == {"audio", "features"}
