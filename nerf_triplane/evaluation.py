@@ -44,7 +44,7 @@ SUFFIXES = ("_depth", "_pred_gt", "_strip")  # mp4/png outputs that are not a re
 
 # ---------------------------------------------------------------------------- inputs
 
-def _latest_render(results: Path) -> str:
+def latest_render(results: Path) -> str:
     """Name of the most recently written render in ``results`` (frames folder or colour mp4)."""
     candidates = {}
     for d in results.glob("*_frames"):
@@ -428,7 +428,7 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
     results = workspace / "results"
     if not results.is_dir():
         raise FileNotFoundError(f"{results} does not exist: run main.py DATA --workspace {workspace} --test first")
-    name = name or _latest_render(results)
+    name = name or latest_render(results)
     render = load_render(results, name, data)
     preds = render["frames"]
     if detector is None:
