@@ -12,8 +12,9 @@ Inputs, for render ``<name>`` in ``W/results``:
 Outputs: ``W/results/metrics.json`` (merged: the trainer's keys stay, ``sync``, ``sync_gt``,
 ``baseline`` (the landmark-outline floor), ``baseline_head`` (the like-for-like floor, which
 also copies hair, forehead and ears: :mod:`nerf_triplane.baseline`), ``evaluation``,
-``articulation`` (new audio: the mouth's spread against the training video's), ``jitter`` (head
-pose jitter of the tracked poses, the GT frames and the render, :mod:`nerf_triplane.jitter`) are added; a render other than the one the trainer scored goes
+``articulation`` (new audio: the mouth's spread against the training video's), ``jitter``
+(head pose jitter of the tracked poses, the GT frames and the render,
+:mod:`nerf_triplane.jitter`) are added; a render other than the one the trainer scored goes
 under ``renders.<name>``), ``W/results/report.md`` (``<name>_report.md`` for a new-audio
 render) and ``W/results/<name>_strip.png``.
 
