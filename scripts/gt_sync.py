@@ -74,7 +74,8 @@ def gt_sync(data, window: int = 115, step: int = 1) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="processed training folder")
-    parser.add_argument("--window", type=int, default=115, help="frames per window (default: french.mp4's held-out tail)")
+    parser.add_argument("--window", type=int, default=115,
+                        help="frames per window (default: french.mp4's held-out tail)")
     parser.add_argument("--step", type=int, default=1, help="frames between window starts")
     args = parser.parse_args(argv)
     try:
