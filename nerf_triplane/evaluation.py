@@ -10,8 +10,10 @@ Inputs, for render ``<name>`` in ``W/results``:
 - GT: ``<data>/gt_imgs/<img_id>.jpg`` when the render has GT (no new audio).
 
 Outputs: ``W/results/metrics.json`` (merged: the trainer's keys stay, ``sync``, ``sync_gt``,
-``baseline``, ``evaluation``, ``articulation`` (new audio: the mouth's spread against the
-training video's), ``jitter`` (head pose jitter of the tracked poses, the GT frames and the render,
+``baseline`` (the landmark-outline floor), ``baseline_head`` (the like-for-like floor, which
+also copies hair, forehead and ears: :mod:`nerf_triplane.baseline`), ``evaluation``,
+``articulation`` (new audio: the mouth's spread against the training video's), ``jitter``
+(head pose jitter of the tracked poses, the GT frames and the render,
 :mod:`nerf_triplane.jitter`) are added; a render other than the one the trainer scored goes
 under ``renders.<name>``), ``W/results/report.md`` (``<name>_report.md`` for a new-audio
 render) and ``W/results/<name>_strip.png``.
@@ -43,7 +45,7 @@ SUFFIXES = ("_depth", "_pred_gt", "_strip")  # mp4/png outputs that are not a re
 
 # ---------------------------------------------------------------------------- inputs
 
-def _latest_render(results: Path) -> str:
+def latest_render(results: Path) -> str:
     """Name of the most recently written render in ``results`` (frames folder or colour mp4)."""
     candidates = {}
     for d in results.glob("*_frames"):
@@ -330,22 +332,28 @@ def report_name(name: str, render: dict) -> str:
 
 def report_markdown(name: str, result: dict) -> str:
     """The human summary written to ``report.md``."""
-    m, base = result.get("metrics") or {}, result.get("baseline") or {}
+    m, base, head = result.get("metrics") or {}, result.get("baseline") or {}, result.get("baseline_head") or {}
     sync, sync_gt = result.get("sync") or {}, result.get("sync_gt") or {}
     lines = [f"# Evaluation of `{name}`", "",
              f"{result['frames']} frames ({result['source']}), split `{result['split']}`, "
              f"data `{result['data']}`, audio: {result['audio']}.", ""]
     if m:
-        lines += ["| metric | model | nearest-frame floor |", "|---|---|---|",
-                  f"| PSNR (dB) | {_fmt(m.get('psnr'), '.2f')} | {_fmt(base.get('psnr'), '.2f')} |",
-                  f"| SSIM | {_fmt(m.get('ssim'), '.4f')} | {_fmt(base.get('ssim'), '.4f')} |",
-                  f"| LPIPS (alex) | {_fmt(m.get('lpips'), '.4f')} | n/a |",
-                  f"| LMD (px) | {_fmt(m.get('lmd'))} | {_fmt(base.get('lmd'))} |",
-                  f"| lip opening vs GT (corr) | {_fmt(m.get('mouth_corr'))} | n/a |",
-                  f"| lip opening spread / GT's (std ratio) | {_fmt(m.get('opening_std_ratio'))} | n/a |", ""]
+        lines += ["| metric | model | floor: landmark outline | floor: head (like for like) |",
+                  "|---|---|---|---|",
+                  f"| PSNR (dB) | {_fmt(m.get('psnr'), '.2f')} | {_fmt(base.get('psnr'), '.2f')} | "
+                  f"{_fmt(head.get('psnr'), '.2f')} |",
+                  f"| SSIM | {_fmt(m.get('ssim'), '.4f')} | {_fmt(base.get('ssim'), '.4f')} | "
+                  f"{_fmt(head.get('ssim'), '.4f')} |",
+                  f"| LPIPS (alex) | {_fmt(m.get('lpips'), '.4f')} | n/a | n/a |",
+                  f"| LMD (px) | {_fmt(m.get('lmd'))} | {_fmt(base.get('lmd'))} | {_fmt(head.get('lmd'))} |",
+                  f"| lip opening vs GT (corr) | {_fmt(m.get('mouth_corr'))} | n/a | n/a |",
+                  f"| lip opening spread / GT's (std ratio) | {_fmt(m.get('opening_std_ratio'))} | n/a | n/a |", ""]
         if base:
-            lines += [f"Floor: nearest training frame's head pasted into the GT frame ({base['n_frames']} "
-                      f"frames; whole-frame copy {_fmt(base.get('full_frame_psnr'), '.2f')} dB).", ""]
+            lines += [f"Floors ({base['n_frames']} frames): the training frame with the nearest landmarks "
+                      "(the held-out frame's GT landmarks, which a renderer does not have) pasted into the "
+                      "GT frame over its jaw-to-brow landmark outline, or over the head label (face, hair, "
+                      "ears) of the parsing masks of both frames, everything a head model renders; whole-frame "
+                      f"copy {_fmt(base.get('full_frame_psnr'), '.2f')} dB.", ""]
     spread = result.get("articulation") or {}
     if spread:
         lines += [f"Lip opening spread / the training video's (std ratio): {_fmt(spread.get('opening_std_ratio'))}; "
@@ -380,6 +388,7 @@ def _merge_metrics(path: Path, name: str, result: dict) -> dict:
     fresh file), else under ``renders.<name>``. The trainer's keys are kept."""
     current = json.loads(path.read_text()) if path.is_file() else {}
     additions = {"sync": result["sync"], "sync_gt": result["sync_gt"], "baseline": result["baseline"],
+                 "baseline_head": result.get("baseline_head"),
                  "articulation": result.get("articulation"), "jitter": result.get("jitter"),
                  "evaluation": {k: result[k] for k in ("name", "frames", "source", "split", "data", "audio")}}
     if result["metrics"]:
@@ -405,13 +414,14 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
         workspace: folder holding ``results/``.
         data: training folder (default: the ``data`` recorded in the render's index.json).
         name: render name (``ngp_ep0003``, ``aud``...); default the most recent one.
-        baseline: also score the nearest-training-frame floor (cached in the data folder).
+        baseline: also score the nearest-training-frame floors (cached in the data folder).
         detector: landmark detector (``detect(rgb u8) -> [68, 2] | None``); default mediapipe.
         lpips_weights: AlexNet weights for LPIPS (default: torch hub cache; None result without).
     Returns:
         ``name``, ``frames``, ``source``, ``split``, ``data``, ``audio``, ``metrics`` (psnr, ssim,
         lpips, lmd... or None without GT), ``sync``, ``sync_gt`` (None without GT),
-        ``baseline`` (None if skipped or without GT), ``jitter`` (head pose jitter, see
+        ``baseline`` (landmark-outline floor) and ``baseline_head`` (like-for-like floor; both
+        None if skipped or without GT), ``jitter`` (head pose jitter, see
         :mod:`nerf_triplane.jitter`; None without the folder's ``track_params.pt``), ``paths``
         (metrics, report, strip).
     """
@@ -419,7 +429,7 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
     results = workspace / "results"
     if not results.is_dir():
         raise FileNotFoundError(f"{results} does not exist: run main.py DATA --workspace {workspace} --test first")
-    name = name or _latest_render(results)
+    name = name or latest_render(results)
     render = load_render(results, name, data)
     preds = render["frames"]
     if detector is None:
@@ -428,7 +438,8 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
         detector = LandmarkDetector("mediapipe")
     lms_pred = _detect_all(detector, preds)
 
-    gts, lms_gt, metrics, sync_gt, floor = None, None, None, None, None
+    gts, lms_gt, metrics, sync_gt = None, None, None, None
+    floors = {"outline": None, "head": None}
     if render["has_gt"]:
         gts = _gt_frames(render["data"], render["index"], preds[0].shape[:2])
         lms_gt = _detect_all(detector, gts)
@@ -436,8 +447,9 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
         if baseline and render["split"] in ("test", "val"):
             from .baseline import nearest_frame_baseline
 
-            floor = nearest_frame_baseline(render["data"], render["split"], detector=detector)
-            floor = {k: v for k, v in floor.items() if k != "matches"}
+            for region in floors:
+                floor = nearest_frame_baseline(render["data"], render["split"], detector=detector, region=region)
+                floors[region] = {k: v for k, v in floor.items() if k != "matches"}
 
     audio, audio_from = driving_audio(render)
     sync = None
@@ -466,7 +478,8 @@ def evaluate_workspace(workspace, data=None, name: str | None = None, baseline: 
 
     result = {"name": name, "frames": len(preds), "source": render["source"], "split": render["split"],
               "data": None if render["data"] is None else str(render["data"]), "audio": audio_from,
-              "metrics": metrics, "sync": sync, "sync_gt": sync_gt, "baseline": floor,
+              "metrics": metrics, "sync": sync, "sync_gt": sync_gt, "baseline": floors["outline"],
+              "baseline_head": floors["head"],
               "articulation": spread, "jitter": jitter}
     strip_path = results / f"{name}_strip.png"
     strip = frame_strip(preds, gts, lms_gt if lms_gt is not None else lms_pred)

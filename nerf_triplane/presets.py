@@ -18,10 +18,11 @@ OMP_NUM_THREADS=1, machine shared with other jobs, 50 s of training per setting 
     2048 rays, 128³ grid: 0.39 s/step, 23.8 dB after 129 steps
 At equal wall time 4096 rays learn fastest, and a 128³ grid costs 2.7x per step (its refresh
 dominates on the CPU) for a head that fills few of its cells. On french.mp4 (2 threads) the
-head's 16000 steps take ~46 min of training (plus validation passes and the test render) and
-the torso's 4000 ~4.5 min. Rays concentrated on the face (``--face_rays 0.5``, 2290 steps, 15
-held-out frames) gave the same held-out PSNR as uniform rays (30.17 vs 30.19 dB) for ~30 %
-more time per step. ``--ind_dim 0 --lips_rays 0.2``: with the reference's individual codes the
+head's 16000 steps take ~46 min by the training bar, its 4 validation passes included (plus
+the test render), and the torso's 4000 ~4.5 min. Rays concentrated on the face (``--face_rays
+0.5``, 2290 steps, 15 held-out frames; a one-off A/B of an earlier version) gave the same
+held-out PSNR as uniform rays (30.17 vs 30.19 dB) for ~30 % more time per step.
+``--ind_dim 0 --lips_rays 0.2``: with the reference's individual codes the
 per-frame code, not the audio, explained the mouth (scripts/audio_influence.py: lips MSE with
 another frame's audio / own audio = 1.00 after 2290 steps); without them and with a fifth of
 the rays on the lips, the 16000-step head reaches 3.6 and its held-out lips follow the audio.

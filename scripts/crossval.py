@@ -7,7 +7,8 @@ reference's held-out tail), spread evenly over the clip; the other frames train.
 ``W/fold<k>/data`` (the subject's files linked, ``transforms_{train,val}.json`` re-split) and
 ``W/fold<k>/ws``, a workspace trained with the given ``main.py`` flags (no validation passes),
 then its held-out render (``results/heldout*``) is scored by ``nerf_triplane.evaluation``
-(PSNR, LMD, mouth opening vs GT, audio-lip sync, nearest-frame floor) into
+(PSNR, LMD, mouth opening vs GT, audio-lip sync, the nearest-frame floors: ``floor_*`` pastes
+the landmark outline, ``floor_head_*`` the whole head, like for like) into
 ``W/fold<k>/row.json``. A rerun resumes unfinished folds and reuses finished ones; the table
 covers every finished fold under ``W``.
 """
@@ -90,10 +91,11 @@ def train_and_score(fold_data: Path, workspace: Path, flags: list[str]) -> dict:
 
 def fold_row(fold: int, report: dict) -> dict:
     """The figures of one fold's evaluation report (``evaluate_workspace`` result)."""
-    m, floor = report["metrics"], report.get("baseline") or {}
+    m, floor, head = report["metrics"], report.get("baseline") or {}, report.get("baseline_head") or {}
     sync, sync_gt = report.get("sync") or {}, report.get("sync_gt") or {}
     return {"fold": fold, "frames": report["frames"], "psnr": m["psnr"], "lmd": m["lmd"],
-            "floor_psnr": floor.get("psnr"), "floor_lmd": floor.get("lmd"), "mouth_corr": m.get("mouth_corr"),
+            "floor_psnr": floor.get("psnr"), "floor_lmd": floor.get("lmd"),
+            "floor_head_psnr": head.get("psnr"), "floor_head_lmd": head.get("lmd"), "mouth_corr": m.get("mouth_corr"),
             "opening_std_ratio": m.get("opening_std_ratio"), "opening_p90": m.get("opening_p90"),
             "opening_p90_gt": m.get("opening_p90_gt"), "sync": sync.get("corr_at_0"),
             "sync_gt": sync_gt.get("corr_at_0"), "sync_pred": sync.get("corr_pred"),

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="training folder (default: the one recorded by the render)")
     parser.add_argument("--name", default=None, help="render name, e.g. ngp_ep0010 (default: the latest)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
-                        help="skip the nearest-training-frame floor")
+                        help="skip the nearest-training-frame floors")
     parser.add_argument("--lpips_weights", default=None, help="AlexNet weights file for LPIPS")
     args = parser.parse_args(argv)
 
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {k: result[k] for k in ("name", "frames", "metrics", "sync", "sync_gt", "baseline", "jitter", "paths")}
+    summary = {k: result[k] for k in ("name", "frames", "metrics", "sync", "sync_gt", "baseline", "baseline_head", "jitter",
+                                     "paths")}
     for key in ("sync", "sync_gt"):
         if summary[key]:
             # The per-lag list is in metrics.json; the summary stays readable.

@@ -261,6 +261,8 @@ def test_figures():
     figures = {k: m.get(k) for k in keys if k in m}
     if isinstance(m.get("baseline"), dict):
         figures["nearest_frame_psnr"] = m["baseline"].get("psnr")
+    if isinstance(m.get("baseline_head"), dict):
+        figures["nearest_frame_head_psnr"] = m["baseline_head"].get("psnr")
     return figures
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import error_line, single_thread, tiny_args
+from tests.conftest import TRAIN_FRAMES, error_line, single_thread, tiny_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
@@ -63,7 +63,7 @@ def test_audio_influence_is_zero_without_an_audio_path(subject, trained_head, tm
         muted = audio_influence.audio_influence(parse_args([*args, "--ckpt", str(tmp_path / "no_audio.pth")]), 3,
                                                 split="train")
     assert trained["change"] > 1e-4
-    assert muted["change"] == 0 and muted["psnr_gain"] == 0
+    assert muted["change"] == 0 and muted["psnr_gain"] == 0 and muted["ratio"] == 1
 
 
 def test_audio_influence_errors(subject, tmp_path, capsys):
@@ -96,3 +96,47 @@ def test_audio_influence_with_the_measured_mouth(subject, trained_head):
     # Three frames are too few for a spread or a correlation: reported as unknown.
     assert result["opening_corr_measured"] is None and result["opening_std_ratio_measured"] is None
     assert result["opening_corr_code"] is None
+
+
+# A head whose audio drives its lips: no per-frame codes (only the audio and the eye input vary
+# between frames), the audio code held to the mouth shape, half the rays on the lips.
+AUDIO_HEAD_FLAGS = ("--preset", "tiny", "--eval_interval", "1000", "--ind_dim", "0", "--lips_rays", "0.5",
+                    "--mouth_sup", "1", "--mouth_pretrain", "100")
+AUDIO_HEAD_ITERS = 3 * TRAIN_FRAMES
+
+
+@pytest.fixture(scope="module")
+def audio_head(subject, tmp_path_factory):
+    """Workspace of a head trained for ``AUDIO_HEAD_ITERS`` steps with ``AUDIO_HEAD_FLAGS``."""
+    import main as cli
+
+    ws = tmp_path_factory.mktemp("audio_head")
+    with single_thread():
+        assert cli.main([str(subject), "--workspace", str(ws), "--device", "cpu", "--iters", str(AUDIO_HEAD_ITERS),
+                         *AUDIO_HEAD_FLAGS]) == 0
+    return ws
+
+
+@pytest.mark.slow
+def test_audio_influence_tells_an_audio_driven_head_from_a_deaf_one(subject, audio_head, tmp_path, capsys):
+    """The same trained head scored twice over all training frames: as trained, its lips are
+    clearly closer to GT with their own audio (ratio > 1.1, > 0.3 dB); with AudioNet's output
+    layer zeroed, every audio window gives the same code and the ratio is exactly 1."""
+    import torch
+
+    import audio_influence
+
+    args = [str(subject), "--workspace", str(audio_head), "--device", "cpu", *AUDIO_HEAD_FLAGS, "--split", "train"]
+    latest = max((audio_head / "checkpoints").glob("ngp_ep*.pth"), key=lambda p: p.stat().st_mtime)
+    state = torch.load(latest, map_location="cpu", weights_only=True)["model"]
+    for key in ("audio_net.encoder_fc1.2.weight", "audio_net.encoder_fc1.2.bias"):
+        state[key] = torch.zeros_like(state[key])
+    torch.save(state, tmp_path / "deaf.pth")
+    with single_thread():
+        assert audio_influence.main(args) == 0
+        driven = json.loads(capsys.readouterr().out)
+        assert audio_influence.main([*args, "--ckpt", str(tmp_path / "deaf.pth")]) == 0
+        deaf = json.loads(capsys.readouterr().out)
+    assert driven["frames"] == deaf["frames"] == TRAIN_FRAMES
+    assert driven["ratio"] > 1.1 and driven["psnr_gain"] > 0.3, driven
+    assert deaf["ratio"] == 1 and deaf["psnr_gain"] == 0 and deaf["change"] == 0

@@ -55,3 +55,20 @@ def test_crossval_cli_trains_scores_and_resumes(subject, tmp_path, capsys):
     assert (tmp_path / "fold2" / "row.json").stat().st_mtime_ns == stamp
     assert json.loads(capsys.readouterr().out)["rows"] == table["rows"]
     assert crossval.main([*args[:5], "--only", "3"]) == 2
+
+
+def test_fold_row_reports_both_floors():
+    """A fold's row carries the landmark-outline floor and the like-for-like (head) floor."""
+    import crossval
+
+    report = {"frames": 114, "metrics": {"psnr": 31.0, "lmd": 2.0, "mouth_corr": 0.5},
+              "baseline": {"psnr": 31.4, "lmd": 2.4, "region": "outline"},
+              "baseline_head": {"psnr": 29.9, "lmd": 2.5, "region": "head"},
+              "sync": {"corr_at_0": 0.3, "corr_pred": 0.5}, "sync_gt": {"corr_at_0": 0.2, "corr_pred": 0.6}}
+    row = crossval.fold_row(3, report)
+    assert (row["floor_psnr"], row["floor_lmd"]) == (31.4, 2.4)
+    assert (row["floor_head_psnr"], row["floor_head_lmd"]) == (29.9, 2.5)
+    assert (row["fold"], row["frames"], row["psnr"], row["sync_pred_gt"]) == (3, 114, 31.0, 0.6)
+    # Without floors (--no-baseline or no GT) both are unknown.
+    bare = crossval.fold_row(0, {**report, "baseline": None, "baseline_head": None})
+    assert bare["floor_psnr"] is None and bare["floor_head_psnr"] is None

@@ -96,6 +96,83 @@ def test_nearest_frame_baseline(subject, tmp_path):
     assert again["n_frames"] == 2 and again["psnr"] > 15
 
 
+class _NoFace:
+    """A detector that finds nothing (the floors' LMD is then None)."""
+
+    def detect(self, rgb):
+        return None
+
+
+def _hair_pair(folder):
+    """A one-frame training split and a one-frame held-out split of 96² images with the same
+    landmarks and face; only the held-out frame has dark hair above the face, labelled head in
+    its parsing map. Returns the folder and the hair mask  # [96, 96] bool."""
+    import cv2
+
+    from data_utils.parsing import BACKGROUND, HEAD, write_labels
+
+    size = 96
+    ang = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    lms = np.stack([48 + 16 * np.cos(ang), 56 + 20 * np.sin(ang)], -1)  # face ellipse, rows 36..76
+    face = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(face, cv2.convexHull(np.round(lms).astype(np.int32)), 1)
+    hair = np.zeros((size, size), bool)
+    hair[8:30, 24:72] = True
+    hair &= face == 0
+    rng = np.random.default_rng(0)
+    for sub in ("gt_imgs", "ori_imgs", "parsing"):
+        (folder / sub).mkdir(parents=True)
+    for img_id, has_hair in ((0, False), (1, True)):
+        img = np.full((size, size, 3), 200, np.uint8)  # light wall
+        img[face > 0] = (180, 140, 120)
+        # Slightly different skin noise so that no composite equals its GT exactly.
+        img[face > 0] += rng.integers(0, 6, (int(face.sum()), 3), dtype=np.uint8)
+        labels = np.where(face > 0, HEAD, BACKGROUND).astype(np.uint8)
+        if has_hair:
+            img[hair] = (30, 20, 10)
+            labels[hair] = HEAD
+        cv2.imwrite(str(folder / "gt_imgs" / f"{img_id}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 100])
+        np.savetxt(folder / "ori_imgs" / f"{img_id}.lms", lms)
+        write_labels(folder / "parsing" / f"{img_id}.png", labels)
+    for split, img_id in (("train", 0), ("val", 1)):
+        (folder / f"transforms_{split}.json").write_text(json.dumps({"frames": [{"img_id": img_id, "aud_id": img_id}]}))
+    return folder, hair
+
+
+def test_like_for_like_floor_copies_the_hair(tmp_path):
+    """The outline floor keeps the held-out frame's own hair; the like-for-like floor pastes the
+    head label of both frames' parsing maps, so hair that the training frame lacks is replaced
+    (as a head model would have to render it) and that floor scores lower."""
+    import cv2
+
+    from nerf_triplane.baseline import head_mask, nearest_frame_baseline
+    from nerf_triplane.metrics import psnr
+
+    data, hair = _hair_pair(tmp_path / "pair")
+    outline = nearest_frame_baseline(data, "test", detector=_NoFace())
+    head = nearest_frame_baseline(data, "test", detector=_NoFace(), region="head")
+    assert outline["region"] == "outline" and head["region"] == "head"
+    assert outline["matches"] == head["matches"] == [[1, 0]]
+    assert outline["lmd"] is None and outline["lmd_frames"] == 0
+    # Wall vs dark hair over ~1/5 of the image: the like-for-like floor is far lower.
+    assert outline["psnr"] > 35 and head["psnr"] < outline["psnr"] - 10
+    # The head floor's composite is the training frame over the union of both head labels:
+    # recomputed here from the images, it gives the same PSNR.
+    gt = cv2.cvtColor(cv2.imread(str(data / "gt_imgs" / "1.jpg")), cv2.COLOR_BGR2RGB)
+    src = cv2.cvtColor(cv2.imread(str(data / "gt_imgs" / "0.jpg")), cv2.COLOR_BGR2RGB)
+    parsings = tuple(cv2.imread(str(data / "parsing" / f"{i}.png")) for i in (0, 1))
+    mask = head_mask(np.loadtxt(data / "ori_imgs" / "0.lms"), gt.shape[:2], parsings)
+    assert mask[hair].all()
+    assert not head_mask(np.loadtxt(data / "ori_imgs" / "0.lms"), gt.shape[:2], parsings[:1])[hair].all()
+    assert head["psnr"] == pytest.approx(psnr(np.where(mask[..., None], src, gt) / 255.0, gt / 255.0))
+    # Each region has its own cache file.
+    assert (data / "baseline_test.json").is_file() and (data / "baseline_test_head.json").is_file()
+    assert nearest_frame_baseline(data, "test", detector=_NoFace(), region="head")["psnr"] == head["psnr"]
+    with pytest.raises(ValueError, match="region"):
+        nearest_frame_baseline(data, "test", region="hair")
+
+
 # ---------------------------------------------------------------------------- evaluate_workspace
 
 

@@ -77,3 +77,41 @@ def test_features_shorter_than_frames(subject, tmp_path, capsys):
 def test_test_without_checkpoint(subject, tmp_path, capsys):
     assert cli.main(tiny_args(subject, tmp_path / "empty", "--test")) == 2
     assert "no checkpoint" in error_line(capsys)
+
+
+def test_metrics_json_recomputed_from_the_saved_frames(subject, trained_head, tmp_path):
+    """The test render's metrics.json, recomputed from its lossless frames and ``gt_imgs`` by
+    ``img_id``: on the test split ``img_id`` is not the frame position ``k``, so a mix-up of the
+    two gives other figures. The evaluation scores the same pairs."""
+    from nerf_triplane.evaluation import evaluate_workspace
+    from nerf_triplane.metrics import psnr, ssim
+
+    ws, data = tmp_path / "ws", tmp_path / "data"
+    shutil.copytree(trained_head, ws)
+    shutil.copytree(subject, data)  # the floors cache their result in the data folder
+    results = ws / "results"
+    metrics = json.loads((results / "metrics.json").read_text())
+    folder = results / f"{metrics['name']}_frames"
+    index = json.loads((folder / "index.json").read_text())
+    assert index["split"] == "test" and all(f["img_id"] != f["k"] for f in index["frames"])
+    preds = [imageio.imread(folder / f"{f['k']:04d}.png") / 255.0 for f in index["frames"]]
+
+    def gt(img_id):
+        return imageio.imread(data / "gt_imgs" / f"{img_id}.jpg") / 255.0
+
+    by_id = [gt(f["img_id"]) for f in index["frames"]]
+    recomputed = np.mean([psnr(p, g) for p, g in zip(preds, by_id)])
+    # The trainer scores the float render; the PNG is that render rounded to 1/255.
+    assert recomputed == pytest.approx(metrics["psnr"], abs=0.05)
+    assert np.mean([ssim(p, g) for p, g in zip(preds, by_id)]) == pytest.approx(metrics["ssim"], abs=2e-3)
+    by_position = np.mean([psnr(p, gt(f["k"])) for p, f in zip(preds, index["frames"])])
+    assert abs(by_position - metrics["psnr"]) > 0.5
+
+    result = evaluate_workspace(ws, data=data)
+    assert result["metrics"]["psnr"] == pytest.approx(recomputed, abs=1e-9)
+    merged = json.loads((results / "metrics.json").read_text())
+    assert merged["psnr"] == metrics["psnr"]  # the trainer's figure is kept
+    assert merged["evaluation"]["metrics"]["psnr"] == pytest.approx(recomputed, abs=1e-9)
+    for key, region in (("baseline", "outline"), ("baseline_head", "head")):
+        assert merged[key]["region"] == region and merged[key]["n_frames"] == len(index["frames"])
+    assert "floor: head (like for like)" in (results / "report.md").read_text()
