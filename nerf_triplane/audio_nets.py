@@ -69,10 +69,11 @@ class AudioAttNet(nn.Module):
         self.attentionNet = nn.Sequential(nn.Linear(seq_len, seq_len), nn.Softmax(dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Window of codes [1, seq_len, dim_aud] -> attended code [1, dim_aud]."""
-        if x.dim() != 3 or x.shape[:2] != (1, self.seq_len):
-            raise ValueError(f"AudioAttNet expects [1, {self.seq_len}, dim_aud] (an audio window of "
+        """Windows of codes [B, seq_len, dim_aud] -> attended codes [B, dim_aud] (each window
+        on its own; B = 1 for one frame)."""
+        if x.dim() != 3 or x.shape[1] != self.seq_len:
+            raise ValueError(f"AudioAttNet expects [B, {self.seq_len}, dim_aud] (audio windows of "
                              f"{self.seq_len} frames, --att 1/2), got shape {tuple(x.shape)}")
-        scores = self.attentionConvNet(x.transpose(1, 2))  # [1, 1, seq_len]
-        weights = self.attentionNet(scores.reshape(1, self.seq_len))  # [1, seq_len]
+        scores = self.attentionConvNet(x.transpose(1, 2))  # [B, 1, seq_len]
+        weights = self.attentionNet(scores.reshape(x.shape[0], self.seq_len))  # [B, seq_len]
         return (weights[..., None] * x).sum(dim=1)

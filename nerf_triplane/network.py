@@ -91,22 +91,27 @@ class NeRFNetwork(NeRFRenderer):
     # ---- audio -------------------------------------------------------------------------
 
     def encode_audio(self, a: torch.Tensor | None) -> torch.Tensor | None:
-        """Audio window -> code [1, 32] (None stays None).
+        """Audio window -> code [1, 32], or B windows -> codes [B, 32] (None stays None).
 
         Args:
             a: [8, A, T] window (att 1/2) or [1, A, T] (att 0); with ``--emb`` integer
-                ids [8, T] / [1, T].
+                ids [8, T] / [1, T]. A batch of windows adds a leading axis, [B, 8, A, T]
+                (ids [B, 8, T]): one network call for all, as fast as one window on the CPU.
         """
         if a is None:
             return None
+        batched = a.dim() == (3 if self.emb else 4)
+        windows = a.shape[0] if batched else 1
+        if batched:
+            a = a.flatten(0, 1)  # [B*K, A, T] (ids [B*K, T])
         if self.emb:
-            a = self.embedding(a).transpose(-1, -2)  # [K, A, T]
-        enc_a = self.audio_net(a)  # [K, 32]
+            a = self.embedding(a).transpose(-1, -2)  # [B*K, A, T]
+        enc_a = self.audio_net(a).view(windows, -1, self.audio_dim)  # [B, K, 32]
         if self.att > 0:
-            enc_a = self.audio_att_net(enc_a[None])  # [1, 32]
-        elif enc_a.shape[0] != 1:
-            raise ValueError(f"--att 0 takes a single audio frame [1, A, T], got {enc_a.shape[0]} frames")
-        return enc_a
+            return self.audio_att_net(enc_a)  # [B, 32]
+        if enc_a.shape[1] != 1:
+            raise ValueError(f"--att 0 takes a single audio frame [1, A, T], got {enc_a.shape[1]} frames")
+        return enc_a[:, 0]
 
     # ---- head --------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ def test_sigint_checkpoint_then_resume_gives_same_next_loss(subject, tmp_path):
     # Same run, interrupted by a real SIGINT during step `stop_at`.
     torch.manual_seed(0)
     first, loader, _ = build_trainer(parse_args(args + ["--workspace", str(tmp_path / "ws2")]))
-    step = first._optimise
+    step = first.optimise
 
     def optimise_and_interrupt(data):
         out = step(data)
@@ -56,7 +56,7 @@ def test_sigint_checkpoint_then_resume_gives_same_next_loss(subject, tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
         return out
 
-    first._optimise = optimise_and_interrupt
+    first.optimise = optimise_and_interrupt
     handler_before = signal.getsignal(signal.SIGINT)
     assert first.train(loader) is False
     assert signal.getsignal(signal.SIGINT) is handler_before
@@ -139,7 +139,7 @@ def test_other_training_modes_take_steps(subject, tmp_path, monkeypatch, flags):
     monkeypatch.setenv("ERNERF_LPIPS_RANDOM", "1")
     opt = parse_args(tiny_args(subject, tmp_path / "ws", "--iters", 100, *flags))
     trainer, loader, _ = build_trainer(opt)
-    trainer._set_train_data(loader._data)
+    trainer.set_train_data(loader._data)
     from torch.utils.tensorboard import SummaryWriter
 
     trainer.writer = SummaryWriter(str(tmp_path / "ws" / "run"))
@@ -150,7 +150,7 @@ def test_other_training_modes_take_steps(subject, tmp_path, monkeypatch, flags):
         # The batch kind depends on the previous step (lips and patch batches alternate).
         batch = loader.collate_fn([k])
         lips_batches.append("rect" in batch)
-        trainer._optimise(batch)
+        trainer.optimise(batch)
     trainer.writer.close()
     assert all(math.isfinite(v) for v in trainer.losses)
     assert any(not torch.equal(a, p) for a, p in zip(before, params))
