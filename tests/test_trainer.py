@@ -157,3 +157,24 @@ def test_other_training_modes_take_steps(subject, tmp_path, monkeypatch, flags):
     if "--finetune_lips" in flags:
         # The lips run alternates lips-rectangle batches and random patch batches.
         assert lips_batches == [True, False, True]
+
+
+def test_bf16_autocasts_the_cpu_step(subject, tmp_path):
+    # --bf16: the MLPs run in bfloat16 under autocast, the weights stay float32, and the steps'
+    # losses stay close to float32 steps on the same batches.
+    losses = {}
+    for bf16 in (False, True):
+        opt = parse_args(tiny_args(subject, tmp_path / f"ws{bf16}", "--iters", 10, *(["--bf16"] if bf16 else [])))
+        torch.manual_seed(0)
+        trainer, loader, _ = build_trainer(opt)
+        assert trainer.bf16 == bf16 and not trainer.fp16
+        trainer.prepare_training(loader._data)
+        dtypes = []
+        hook = trainer.model.sigma_net.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+        torch.manual_seed(1)
+        losses[bf16] = [trainer.optimise(loader.collate_fn([k]))[0] for k in range(2)]
+        hook.remove()
+        assert set(dtypes) == {torch.bfloat16 if bf16 else torch.float32}
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    for fp32, bf16 in zip(losses[False], losses[True]):
+        assert fp32 != bf16 and abs(fp32 - bf16) < 0.05 * fp32, losses
