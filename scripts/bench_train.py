@@ -5,7 +5,8 @@ settings in one run, or a torch-profiler breakdown of the step.
                                             [--preset paper] [--backends torch,cpp] [--json PATH]
     .venv/bin/python scripts/bench_train.py --subject DATA --ckpt CKPT --preset cpu --stage head
                                             --compare [--before grid_sample=1 ...] [--blocks 6]
-    .venv/bin/python scripts/bench_train.py --subject DATA --ckpt CKPT --preset cpu --stage head --profile
+    .venv/bin/python scripts/bench_train.py --subject DATA --ckpt CKPT --preset cpu --stage head
+                                            --profile before|after
 
 Default mode: builds a small synthetic subject at ``--size``² (cached under ``--data``), or uses
 the processed subject ``--subject``, then for each backend (``--device cpu``: ``torch`` and
@@ -23,8 +24,8 @@ preset as it is, with ``--after`` overrides). They take turns, one block of
 times; steps/s is the block size over the median block time. Prints ``{"config", "before",
 "after", "ratio"}`` (ratio = after steps/s / before steps/s).
 
-``--profile``: ``--steps`` steps of the "after" trainer under ``torch.profiler`` (CPU), after one
-warm-up step; prints ``{"config", "s_per_step", "breakdown": {category: {"ms_per_step",
+``--profile before|after``: ``--steps`` steps of that trainer under ``torch.profiler`` (CPU),
+after one warm-up step; prints ``{"config", "s_per_step", "breakdown": {category: {"ms_per_step",
 "share"}}}``. Each profiled op's own time goes to one category: ``density-grid refresh``
 (inside ``update_extra_state``), ``data loading`` (batch assembly), ``optimiser`` (AdamW),
 ``grid encode`` (hash-grid and SH encoders, forward and backward), ``marching``,
@@ -125,9 +126,8 @@ class Run:
         self.k += 1
         return batch
 
-    def step(self) -> float:
-        loss, _ = self.trainer.optimise(self.batch())
-        return loss
+    def step(self) -> None:
+        self.trainer.optimise(self.batch())
 
 
 def bench_backend(backend: str, data: Path, args) -> dict:
@@ -166,33 +166,39 @@ def compare(data: Path, args) -> dict:
     from nerf_triplane.options import parse_args
 
     base = parse_args(train_argv(data, "unused", args))
-    before = {**BEFORE, **parse_overrides(args.before, base)}
-    after = parse_overrides(args.after, base)
+    before, after = settings(base, args)
     with ExitStack() as stack:
-        # The pre-issue-14 refresh evaluated all cells of a cascade in one network call.
-        runs = {"before": Run(data, args, stack, before, grid_block=base.grid_size ** 3)}
-        runs["after"] = Run(data, args, stack, after, dataset=runs["before"].dataset)
+        runs = {"before": Run(data, args, stack, **before)}
+        runs["after"] = Run(data, args, stack, **after, dataset=runs["before"].dataset)
         period = int(base.update_extra_interval)
         times = {name: [] for name in runs}
-        losses = {name: [] for name in runs}
         for run in runs.values():
             run.step()  # warm-up
         for _ in range(args.blocks):
             for name, run in runs.items():
                 _sync(run.device)
                 t0 = time.perf_counter()
-                losses[name] += [run.step() for _ in range(period)]
+                for _ in range(period):
+                    run.step()
                 _sync(run.device)
                 times[name].append(time.perf_counter() - t0)
     out = {"config": config_of(base, args) | {"block_steps": period, "blocks": args.blocks}}
     for name, run in runs.items():
         block_s = statistics.median(times[name])
-        out[name] = {"overrides": {"before": before, "after": after}[name], "steps_per_s": round(period / block_s, 4),
+        out[name] = {"overrides": {"before": before, "after": after}[name]["overrides"],
+                     "steps_per_s": round(period / block_s, 4),
                      "s_per_step": round(block_s / period, 4),
-                     "block_s": [round(t, 3) for t in times[name]],
-                     "mean_loss": round(statistics.fmean(losses[name]), 5)}
+                     "block_s": [round(t, 3) for t in times[name]]}
     out["ratio"] = round(out["after"]["steps_per_s"] / out["before"]["steps_per_s"], 3)
     return out
+
+
+def settings(base, args) -> tuple[dict, dict]:
+    """``Run`` keyword arguments of the "before" and "after" trainers."""
+    before = {"overrides": {**BEFORE, **parse_overrides(args.before, base)},
+              # The pre-issue-14 refresh evaluated all cells of a cascade in one network call.
+              "grid_block": base.grid_size ** 3}
+    return before, {"overrides": parse_overrides(args.after, base)}
 
 
 def _category(event) -> str:
@@ -228,8 +234,9 @@ def profile(data: Path, args) -> dict:
     from nerf_triplane.options import parse_args
 
     base = parse_args(train_argv(data, "unused", args))
+    which = dict(zip(("before", "after"), settings(base, args)))[args.profile]
     with ExitStack() as stack:
-        run = Run(data, args, stack, parse_overrides(args.after, base))
+        run = Run(data, args, stack, **which)
         run.step()  # warm-up
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             t0 = time.perf_counter()
@@ -244,7 +251,9 @@ def profile(data: Path, args) -> dict:
     order = sorted(totals, key=totals.get, reverse=True)
     breakdown = {c: {"ms_per_step": round(1e3 * totals[c] / args.steps, 2), "share": round(totals[c] / wall, 3)}
                  for c in order}
-    return {"config": config_of(base, args) | {"steps": args.steps}, "s_per_step": round(wall / args.steps, 4),
+    config = config_of(base, args) | {"steps": args.steps, "profiled": args.profile,
+                                      "overrides": which["overrides"]}
+    return {"config": config, "s_per_step": round(wall / args.steps, 4),
             "breakdown": breakdown}
 
 
@@ -279,7 +288,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--after", action="append", default=[],
                         help="OPTION=VALUE overrides of the 'after' (and --profile) trainer (default: none)")
     parser.add_argument("--blocks", type=int, default=6, help="--compare: timed blocks per trainer")
-    parser.add_argument("--profile", action="store_true", help="torch.profiler breakdown of --steps steps")
+    parser.add_argument("--profile", choices=("before", "after"), default="",
+                        help="torch.profiler breakdown of --steps steps of that trainer")
     parser.add_argument("--data", type=str, default="", help="synthetic subject folder (default: a cache dir)")
     parser.add_argument("--json", type=str, default="", help="also write the JSON object to this file")
     args = parser.parse_args(argv)
