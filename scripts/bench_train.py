@@ -18,7 +18,8 @@ the reference does. Prints ``{"config": ..., "results": {backend: {"train_it_s",
 
 ``--compare``: two trainers of the same stage, from the same seed and ``--ckpt``: "before" (the
 preset with the ``--before`` option overrides, default the settings before issue 14:
-``grid_sample=1 bf16=0`` and the whole occupancy grid in one network call) and "after" (the
+``grid_sample=1 bf16=0``, the whole occupancy grid in one network call and the per-tensor
+AdamW loop; the audio windows are batched in both) and "after" (the
 preset as it is, with ``--after`` overrides). They take turns, one block of
 ``update_extra_interval`` steps (one grid refresh, data loading included) each, ``--blocks``
 times; steps/s is the block size over the median block time. Prints ``{"config", "before",
@@ -96,11 +97,11 @@ class Run:
     batch of its dataset and runs ``Trainer.optimise`` on it."""
 
     def __init__(self, data: Path, args, stack: ExitStack, overrides: dict | None = None, dataset=None,
-                 grid_block: int | None = None):
+                 grid_block: int | None = None, fused_adam: bool = True):
         from nerf_triplane.network import NeRFNetwork
         from nerf_triplane.options import parse_args
         from nerf_triplane.provider import NeRFDataset
-        from nerf_triplane.trainer import Trainer
+        from nerf_triplane.trainer import Trainer, lr_factor
 
         self.device = torch.device(args.device)
         ws = stack.enter_context(tempfile.TemporaryDirectory())
@@ -114,6 +115,15 @@ class Run:
         if grid_block is not None:
             self.model.grid_block = grid_block
         self.trainer = Trainer(opt, self.model, ws, self.device, train=True)
+        if not fused_adam:
+            # The per-tensor AdamW loop of the trainer before issue 14, same groups and schedule.
+            trainer = self.trainer
+            groups = [{"params": g["params"], "lr": g["initial_lr"], "weight_decay": g["weight_decay"]}
+                      for g in trainer.optimizer.param_groups]
+            trainer.optimizer = torch.optim.AdamW(groups, betas=(0.0, 0.99), eps=1e-8, fused=False)
+            gamma, iters, warmup = 0.05 if opt.finetune_lips else 0.5, max(int(opt.iters), 1), int(opt.warmup_step)
+            trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                trainer.optimizer, lambda k: lr_factor(k, iters, gamma, warmup))
         if args.ckpt:
             self.trainer.load_checkpoint(args.ckpt)
         self.trainer.prepare_training(self.dataset)
@@ -196,8 +206,9 @@ def compare(data: Path, args) -> dict:
 def settings(base, args) -> tuple[dict, dict]:
     """``Run`` keyword arguments of the "before" and "after" trainers."""
     before = {"overrides": {**BEFORE, **parse_overrides(args.before, base)},
-              # The pre-issue-14 refresh evaluated all cells of a cascade in one network call.
-              "grid_block": base.grid_size ** 3}
+              # The pre-issue-14 refresh evaluated all cells of a cascade in one network call,
+              # and AdamW looped over the tensors.
+              "grid_block": base.grid_size ** 3, "fused_adam": False}
     return before, {"overrides": parse_overrides(args.after, base)}
 
 
