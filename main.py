@@ -208,7 +208,7 @@ def run(opt, argv: list[str] | None = None) -> int:
         if trainer.load_checkpoint(opt.ckpt) is None:
             raise UsageError(f"--test needs a trained model: no checkpoint for --ckpt {opt.ckpt} in "
                              f"{workspace / 'checkpoints'}")
-        trainer._set_train_data(dataset)
+        trainer.set_train_data(dataset)
         name = feature_stem(Path(opt.aud)) if opt.aud else None
         rendered = trainer.test(loader, name=name, audio_path=audio_path, aud_arg=aud_arg)
         name = name or rendered.get("name") or Path(rendered["video"]).stem

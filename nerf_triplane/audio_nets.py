@@ -71,30 +71,38 @@ class AudioAttNet(nn.Module):
         self.attentionNet = nn.Sequential(nn.Linear(seq_len, seq_len), nn.Softmax(dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Window of codes [1, seq_len, dim_aud] -> attended code [1, dim_aud]."""
-        if x.dim() != 3 or x.shape[:2] != (1, self.seq_len):
-            raise ValueError(f"AudioAttNet expects [1, {self.seq_len}, dim_aud] (an audio window of "
+        """Windows of codes [B, seq_len, dim_aud] -> attended codes [B, dim_aud] (each window
+        on its own; B = 1 for one frame)."""
+        if x.dim() != 3 or x.shape[1] != self.seq_len:
+            raise ValueError(f"AudioAttNet expects [B, {self.seq_len}, dim_aud] (audio windows of "
                              f"{self.seq_len} frames, --att 1/2), got shape {tuple(x.shape)}")
-        scores = self.attentionConvNet(x.transpose(1, 2))  # [1, 1, seq_len]
-        weights = self.attentionNet(scores.reshape(1, self.seq_len))  # [1, seq_len]
+        scores = self.attentionConvNet(x.transpose(1, 2))  # [B, 1, seq_len]
+        weights = self.attentionNet(scores.reshape(x.shape[0], self.seq_len))  # [B, seq_len]
         return (weights[..., None] * x).sum(dim=1)
 
 
 def encode_audio_window(a: torch.Tensor, audio_net: AudioNet, att_net: AudioAttNet | None = None,
                         embedding: nn.Embedding | None = None) -> torch.Tensor:
-    """One frame's audio code from its window of features.
+    """Audio codes of one frame's window of features, or of a batch of windows in one call.
 
     Args:
-        a: [8, A, T] window (with ``att_net``) or [1, A, T]; integer ids [8|1, T] with ``embedding``.
+        a: [8, A, T] window (with ``att_net``) or [1, A, T]; integer ids [8|1, T] with
+            ``embedding``. A batch of windows adds a leading axis, [B, 8, A, T] (ids [B, 8, T]):
+            one network call for all, about as fast as one window on the CPU.
         audio_net, att_net, embedding: the audio path's modules (None where the model has none).
     Returns:
-        code [1, dim_aud]
+        codes [1, dim_aud], or [B, dim_aud] for a batch
     """
+    batched = a.dim() == (3 if embedding is not None else 4)
+    windows = a.shape[0] if batched else 1
+    if batched:
+        a = a.flatten(0, 1)  # [B*K, A, T] (ids [B*K, T])
     if embedding is not None:
-        a = embedding(a).transpose(-1, -2)  # [K, A, T]
-    enc_a = audio_net(a)  # [K, dim_aud]
+        a = embedding(a).transpose(-1, -2)  # [B*K, A, T]
+    enc_a = audio_net(a)
+    enc_a = enc_a.view(windows, -1, enc_a.shape[-1])  # [B, K, dim_aud]
     if att_net is not None:
-        return att_net(enc_a[None])  # [1, dim_aud]
-    if enc_a.shape[0] != 1:
-        raise ValueError(f"--att 0 takes a single audio frame [1, A, T], got {enc_a.shape[0]} frames")
-    return enc_a
+        return att_net(enc_a)  # [B, dim_aud]
+    if enc_a.shape[1] != 1:
+        raise ValueError(f"--att 0 takes a single audio frame [1, A, T], got {enc_a.shape[1]} frames")
+    return enc_a[:, 0]

@@ -229,7 +229,8 @@ class MouthSupervision:
 
     def codes(self, model, positions: list[int]) -> torch.Tensor:
         """Audio codes of training positions  # [B, 32]."""
-        return torch.cat([model.encode_audio(self.audio_window(int(p))) for p in positions])
+        # One batched call: per-window calls cost ~9x more on the CPU (conv call overhead).
+        return model.encode_audio(torch.stack([self.audio_window(int(p)) for p in positions]))
 
     def loss(self, model, batch: int, positions: list[int] | None = None,
              pool: np.ndarray | None = None) -> torch.Tensor:

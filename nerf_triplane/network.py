@@ -100,11 +100,12 @@ class NeRFNetwork(NeRFRenderer):
     # ---- audio -------------------------------------------------------------------------
 
     def encode_audio(self, a: torch.Tensor | None) -> torch.Tensor | None:
-        """Audio window -> code [1, 32] (None stays None).
+        """Audio window -> code [1, 32], or B windows -> codes [B, 32] (None stays None).
 
         Args:
             a: [8, A, T] window (att 1/2) or [1, A, T] (att 0); with ``--emb`` integer
-                ids [8, T] / [1, T].
+                ids [8, T] / [1, T]. A batch of windows adds a leading axis, [B, 8, A, T]
+                (ids [B, 8, T]): one network call for all, as fast as one window on the CPU.
         """
         if a is None:
             return None

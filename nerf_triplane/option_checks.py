@@ -8,7 +8,7 @@ import math
 AT_LEAST = {"iters": 1, "num_rays": 1, "max_steps": 1, "num_steps": 1, "update_extra_interval": 1,
             "max_ray_batch": 1, "ema_interval": 1, "max_keep_ckpt": 1, "max_nonfinite": 1, "patch_size": 1,
             "save_interval": 0, "eval_interval": 0, "warmup_step": 0}
-POSITIVE = ("lr", "lr_net", "lr_aud")
+POSITIVE = ("lr", "lr_net", "lr_aud", "grid_sample")
 
 
 def check_numbers(opt) -> None:

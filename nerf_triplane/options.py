@@ -68,6 +68,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_steps", type=int, default=16, help="samples per ray without --cuda_ray")
     g.add_argument("--upsample_steps", type=int, default=0, help="unused, kept for compatibility")
     g.add_argument("--update_extra_interval", type=int, default=16, help="steps between density-grid updates")
+    g.add_argument("--grid_sample", type=float, default=1.0,
+                   help="share of the head occupancy-grid cells re-evaluated per update after the first 16 "
+                        "(half random seen cells, half random occupied ones, as instant-ngp; 1 = all, the reference)")
     g.add_argument("--max_ray_batch", type=int, default=4096, help="ray chunk size of the stratified renderer")
     g.add_argument("--warmup_step", type=int, default=0, help="linear lr warm-up steps (0 = none, as the reference)")
     g.add_argument("--amb_aud_loss", type=int, default=1, help="ambient-audio loss on/off")
@@ -75,6 +78,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--unc_loss", type=int, default=1, help="uncertainty-weighted loss on/off")
     g.add_argument("--lambda_amb", type=float, default=1e-4, help="weight of the ambient losses")
     g.add_argument("--fp16", action="store_true", help="mixed precision (CUDA; on the CPU only with ERNERF_CPU_FP16=1)")
+    g.add_argument("--bf16", action="store_true",
+                   help="on the CPU, run the MLP and conv layers in bfloat16 (autocast; fast with AVX512-BF16/AMX)")
     g.add_argument("--eval_interval", type=int, default=0, help="epochs between evaluations (0 = about every 5000 steps)")
     g.add_argument("--save_interval", type=int, default=0, help="steps between extra checkpoints inside an epoch (0 = per epoch only)")
     g.add_argument("--max_keep_ckpt", type=int, default=2, help="number of ngp_ep*.pth kept")

@@ -25,6 +25,12 @@ import raymarching
 
 from .provider import audio_window
 
+# Head-grid cells per network call of a refresh: 8192 points keep the MLP activations
+# (8192 x 64 float32 = 2 MiB) near the CPU caches; one call for all 64³ cells went to DRAM.
+GRID_BLOCK = 8192
+# Refreshes that evaluate every cell before --grid_sample takes effect (instant-ngp: 16).
+GRID_FULL_REFRESHES = 16
+
 
 def near_far_from_aabb(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb: torch.Tensor,
                        min_near: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,6 +132,7 @@ class NeRFRenderer(nn.Module):
         self.register_buffer("density_bitfield", torch.zeros(self.cascade * H ** 3 // 8, dtype=torch.uint8))
         self.mean_density = 0.0
         self.iter_density = 0
+        self.grid_block = GRID_BLOCK  # head cells per network call of a grid refresh
         if self.torso:
             # Torso occupancy: alpha per image-plane cell, stored row c1, column c0.
             self.register_buffer("density_grid_torso", torch.zeros(H ** 2))
@@ -420,25 +427,55 @@ class NeRFRenderer(nn.Module):
             self.density_grid[cas, unseen] = -1
 
     @torch.no_grad()
-    def update_extra_state(self, decay: float = 0.95, S: int = 64) -> None:
+    def update_extra_state(self, decay: float = 0.95, block: int | None = None) -> None:
         """Refresh the occupancy grids from the current network (every few training steps).
 
         Head (``cuda_ray``, not torso mode): sigma at a jittered point of every cell, for a
         random training frame's audio/eye; 6-neighbour dilation; decayed running max;
-        bitfield thresholded at ``min(mean_density, density_thresh)``. Torso: alpha on the
-        image-plane grid for a random pose, 5x5 max-pool dilation, decayed running max.
-        On the CPU one head update costs one network evaluation of grid_size³ points.
+        bitfield thresholded at ``min(mean_density, density_thresh)``. With ``opt.grid_sample``
+        f < 1, after the first ``GRID_FULL_REFRESHES`` refreshes only about f * grid_size³ cells
+        per cascade are evaluated (see ``_refresh_cells``); the others keep their value
+        undecayed unless the dilation reaches them. Torso: alpha on the image-plane grid for a
+        random pose, 5x5 max-pool dilation, decayed running max. On the CPU a full head update
+        costs one density evaluation of grid_size³ points.
 
         Args:
             decay: running-max decay of old grid values.
-            S: head cells are evaluated in Morton blocks of S³ points (memory vs. speed).
+            block: head cells evaluated per network call (memory vs. speed; the result does
+                not depend on it); None uses ``self.grid_block`` (``GRID_BLOCK``).
         """
-        if self.torso:
-            self._update_torso_grid(decay)
-        elif self.opt.cuda_ray:
-            self._update_head_grid(decay, S)
+        with torch.profiler.record_function("density_grid_refresh"):
+            if self.torso:
+                self._update_torso_grid(decay)
+            elif self.opt.cuda_ray:
+                self._update_head_grid(decay, self.grid_block if block is None else block)
 
-    def _update_head_grid(self, decay: float, S: int) -> None:
+    def _refresh_cells(self, cas: int) -> torch.Tensor:
+        """Morton indices (sorted, unique, int64) of the head-grid cells of cascade ``cas`` that
+        this refresh evaluates.
+
+        Every cell while ``opt.grid_sample`` >= 1 or during the first ``GRID_FULL_REFRESHES``
+        refreshes; afterwards ``f * grid_size³ / 2`` cells drawn uniformly among the cells some
+        training camera sees plus as many among the occupied ones (above the marching
+        threshold), duplicates removed, as instant-ngp does after its warm-up.
+        """
+        H3 = self.grid_size ** 3
+        device = self.density_grid.device
+        frac = float(getattr(self.opt, "grid_sample", 1.0))
+        if frac >= 1 or self.iter_density < GRID_FULL_REFRESHES:
+            return torch.arange(H3, device=device)
+        half = max(1, round(frac * H3 / 2))
+        grid = self.density_grid[cas]
+        picks = []
+        for pool in (grid >= 0, grid > min(self.mean_density, self.density_thresh)):
+            cells = pool.nonzero()[:, 0]
+            if cells.numel() > 0:
+                picks.append(cells[torch.randint(cells.numel(), (half,), device=device)])
+        if not picks:
+            return torch.arange(H3, device=device)
+        return torch.unique(torch.cat(picks))
+
+    def _update_head_grid(self, decay: float, block: int) -> None:
         if self.aud_features is None:
             raise ValueError("update_extra_state needs model.aud_features (set it from the training set)")
         device = self.density_grid.device
@@ -449,14 +486,16 @@ class NeRFRenderer(nn.Module):
             if self.eye_area is None:
                 raise ValueError("update_extra_state needs model.eye_area with --exp_eye")
             eye = self.eye_area[r % self.eye_area.shape[0]].reshape(1, -1).to(device).float()
-        H3 = self.grid_size ** 3
-        fresh = torch.empty_like(self.density_grid)
+        # Cells left out of a partial refresh stay -1 here, so the update below keeps them.
+        fresh = torch.full_like(self.density_grid, -1.0)
         for cas in range(self.cascade):
-            for start in range(0, H3, S ** 3):
-                idx = torch.arange(start, min(start + S ** 3, H3), device=device)
-                pts, half = self._cell_centres(idx, cas)
-                pts = pts + (torch.rand_like(pts) * 2 - 1) * half
-                fresh[cas, idx] = self.density(pts, enc_a, eye)["sigma"].float() * self.density_scale
+            cells = self._refresh_cells(cas)
+            pts, half = self._cell_centres(cells, cas)
+            # One draw for all cells, so the jitter does not depend on the block size.
+            pts = pts + (torch.rand_like(pts) * 2 - 1) * half
+            for start in range(0, cells.numel(), block):
+                fresh[cas, cells[start:start + block]] = \
+                    self.density(pts[start:start + block], enc_a, eye)["sigma"].float() * self.density_scale
         fresh = raymarching.morton3D_dilation(fresh)
         valid = (self.density_grid >= 0) & (fresh >= 0)
         self.density_grid.copy_(torch.where(valid, torch.maximum(self.density_grid * decay, fresh), self.density_grid))

@@ -213,9 +213,14 @@ class Trainer:
         self.log_path = self.workspace / f"log_{self.name}.txt"
         cpu_fp16 = self.device.type == "cpu" and os.environ.get(CPU_FP16_ENV, "0") == "1"
         self.fp16 = bool(opt.fp16) and (self.device.type == "cuda" or cpu_fp16)
+        # --bf16: bfloat16 autocast of the matmuls/convs on the CPU (no loss scaling needed:
+        # bfloat16 has float32's exponent range).
+        self.bf16 = bool(getattr(opt, "bf16", False)) and self.device.type == "cpu" and not self.fp16
         if opt.fp16 and not self.fp16:
             self.log(f"[INFO] --fp16 needs CUDA (or {CPU_FP16_ENV}=1 to test the fp16 path on the CPU); "
-                     f"running in fp32 on {self.device.type}")
+                     f"running in {'bfloat16 autocast (--bf16)' if self.bf16 else 'fp32'} on {self.device.type}")
+        if getattr(opt, "bf16", False) and self.device.type != "cpu":
+            self.log("[INFO] --bf16 only applies on the CPU; ignored")
 
         self.epoch = 0  # completed epochs
         self.epoch_step = 0  # steps already done inside epoch self.epoch + 1
@@ -230,8 +235,11 @@ class Trainer:
 
         self.optimizer = self.lr_scheduler = self.ema = self.scaler = None
         if train:
+            # fused: one kernel for all parameters (same update to float rounding); the per-tensor
+            # loop cost 17 % of a CPU torso step (2M-parameter tiled grid).
             self.optimizer = torch.optim.AdamW(model.get_params(opt.lr, opt.lr_net, lr_aud=opt.lr_aud),
-                                               betas=(0.0, 0.99), eps=1e-8)
+                                               betas=(0.0, 0.99), eps=1e-8,
+                                               fused=self.device.type in ("cpu", "cuda"))
             gamma = 0.05 if opt.finetune_lips else 0.5
             iters, warmup = max(int(opt.iters), 1), int(opt.warmup_step)
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -262,12 +270,18 @@ class Trainer:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
     def _autocast(self):
-        # float16 on both devices: CPU autocast would default to bfloat16.
-        return torch.autocast(self.device.type, dtype=torch.float16) if self.fp16 else nullcontext()
+        if self.fp16:
+            # float16 on both devices: CPU autocast would default to bfloat16.
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        if self.bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
 
     # ---- steps -------------------------------------------------------------------------
 
-    def _render_args(self, data: dict, perturb: bool, force_all_rays: bool = False) -> dict:
+    def render_args(self, data: dict, perturb: bool, force_all_rays: bool = False) -> dict:
+        """Keyword arguments of ``model.render`` / ``render_torso`` for a batch: ``eye`` [1, 1] (or
+        None) and ``index`` (frame ids, [1]) from ``data``, the marching settings of the options."""
         return dict(eye=data.get("eye"), index=data["index"], dt_gamma=self.opt.dt_gamma, perturb=perturb,
                     force_all_rays=force_all_rays, max_steps=self.opt.max_steps, T_thresh=1e-4)
 
@@ -288,7 +302,7 @@ class Trainer:
 
         if opt.torso:
             out = model.render_torso(data["rays_o"], data["rays_d"], data["auds"], data["bg_coords"], data["poses"],
-                                     bg_color=data["bg_color"], **self._render_args(data, perturb=True))
+                                     bg_color=data["bg_color"], **self.render_args(data, perturb=True))
             pred, gt = out["torso_color"], data["bg_torso_color"]
             if opt.color_space == "linear":
                 gt = srgb_to_linear(gt)
@@ -303,7 +317,7 @@ class Trainer:
         N = gt.shape[1]
         out = model.render(data["rays_o"], data["rays_d"], data["auds"], data["bg_coords"], data["poses"],
                            bg_color=data["bg_color"], mouth=self._teacher_mouth(data),
-                           **self._render_args(data, True, opt.patch_size > 1 or opt.train_camera))
+                           **self.render_args(data, True, opt.patch_size > 1 or opt.train_camera))
         pred = out["image"]
         face = data["face_mask"].reshape(-1)  # [N] bool
         loss = ((pred - gt) ** 2).mean(-1)  # [1, N]
@@ -393,15 +407,17 @@ class Trainer:
     def render_frame(self, data: dict, testing: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Render a full frame: RGB [H, W, 3] (sRGB) and depth [H, W] in [0, 1].
 
+        ``data`` is one test/val ``NeRFDataset`` batch (all rays of a frame), on any device.
         ``testing`` sets ``model.testing`` (constant uncertainty, as the reference's test_step).
         """
         H, W = int(data["H"]), int(data["W"])
+        data = _to_device(data, self.device)
         self.model.testing = testing
         try:
             with self._autocast():
                 out = self.model.render(data["rays_o"], data["rays_d"], data["auds"], data["bg_coords"],
                                         data["poses"], bg_color=data["bg_color"],
-                                        **self._render_args(data, perturb=False))
+                                        **self.render_args(data, perturb=False))
         finally:
             self.model.testing = False
         rgb = out["image"].float().reshape(H, W, 3)
@@ -411,11 +427,47 @@ class Trainer:
 
     # ---- training ----------------------------------------------------------------------
 
-    def _set_train_data(self, dataset) -> None:
-        """Give the model the training-set audio, eye areas and poses (grid updates)."""
+    def set_train_data(self, dataset) -> None:
+        """Give the model a dataset's audio features [N, A, T] (or ids [N, T] with --emb), eye areas
+        [N, 1] (or None) and poses [N, 4, 4]: occupancy-grid refreshes draw random frames from
+        them, and renders pick the eye area per frame."""
         self.model.aud_features = dataset.auds
         self.model.eye_area = dataset.eye_area
         self.model.poses = dataset.poses
+
+    def prepare_training(self, dataset) -> None:
+        """What ``train`` sets up before its first step, for callers that drive ``optimise``
+        themselves: ``set_train_data``, the mouth supervision (``--mouth_*``; its audio-path
+        pretraining only at step 0), the training-set size recorded in checkpoints and, with
+        ``--cuda_ray``, the cells no training camera sees marked empty.
+
+        Args:
+            dataset: the training ``NeRFDataset``.
+        """
+        opt = self.opt
+        n = dataset.num_frames
+        if n >= opt.ind_num:
+            raise ValueError(f"{n} training frames need --ind_num > {n} (per-frame codes), got {opt.ind_num}")
+        self.set_train_data(dataset)
+        self.mouth = None
+        if not opt.torso and (opt.mouth_sup > 0 or opt.mouth_pretrain > 0 or opt.mouth_teacher > 0):
+            self.mouth = MouthSupervision(dataset.landmarks, dataset.get_audio_window, opt.mouth_k,
+                                           opt.mouth_spread)
+            if self.global_step == 0 and opt.mouth_pretrain > 0:
+                last = self.mouth.pretrain(self.model, opt.mouth_pretrain)
+                self.log(f"[INFO] audio path fitted to {opt.mouth_k} mouth components "
+                         f"({self.mouth.basis.explained:.0%} of the shape variance) for {opt.mouth_pretrain} "
+                         f"steps: loss {last:.4f}")
+            if opt.mouth_crossfit:
+                started = time.time()
+                # Twice the main path's pretraining: it goes on learning while the head trains.
+                codes = self.mouth.crossfit(self.model, opt.mouth_crossfit, 2 * opt.mouth_pretrain, seed=opt.seed)
+                self.log(f"[INFO] teacher codes cross-fitted over {opt.mouth_crossfit} blocks in "
+                         f"{time.time() - started:.0f} s: their first mouth component correlates "
+                         f"{self.mouth.agreement(codes):.2f} with the measured one")
+        self.train_frames = n
+        if opt.cuda_ray:
+            self.model.mark_untrained_grid(dataset.poses, dataset.intrinsics)
 
     def _epoch_order(self, n: int, epoch: int, shuffle: bool) -> list[int]:
         if not shuffle:
@@ -454,34 +506,13 @@ class Trainer:
         opt = self.opt
         dataset = train_loader._data
         n = len(train_loader.dataset)
-        if n >= opt.ind_num:
-            raise ValueError(f"{n} training frames need --ind_num > {n} (per-frame codes), got {opt.ind_num}")
-        self._set_train_data(dataset)
-        self.mouth = None
-        if not opt.torso and (opt.mouth_sup > 0 or opt.mouth_pretrain > 0 or opt.mouth_teacher > 0):
-            self.mouth = MouthSupervision(dataset.landmarks, dataset.get_audio_window, opt.mouth_k,
-                                           opt.mouth_spread)
-            if self.global_step == 0 and opt.mouth_pretrain > 0:
-                last = self.mouth.pretrain(self.model, opt.mouth_pretrain)
-                self.log(f"[INFO] audio path fitted to {opt.mouth_k} mouth components "
-                         f"({self.mouth.basis.explained:.0%} of the shape variance) for {opt.mouth_pretrain} "
-                         f"steps: loss {last:.4f}")
-            if opt.mouth_crossfit:
-                started = time.time()
-                # Twice the main path's pretraining: it goes on learning while the head trains.
-                codes = self.mouth.crossfit(self.model, opt.mouth_crossfit, 2 * opt.mouth_pretrain, seed=opt.seed)
-                self.log(f"[INFO] teacher codes cross-fitted over {opt.mouth_crossfit} blocks in "
-                         f"{time.time() - started:.0f} s: their first mouth component correlates "
-                         f"{self.mouth.agreement(codes):.2f} with the measured one")
-        self.train_frames = n
+        self.prepare_training(dataset)
         max_epochs = math.ceil(opt.iters / n)
         eval_interval = opt.eval_interval if opt.eval_interval > 0 else max(1, EVAL_EVERY_STEPS // n)
         shuffle = isinstance(train_loader.sampler, torch.utils.data.RandomSampler)
         with open(self.workspace / "opt.txt", "a") as f:
             f.write(str(opt) + "\n")
         self.writer = SummaryWriter(str(self.workspace / "run" / self.name))
-        if opt.cuda_ray:
-            self.model.mark_untrained_grid(dataset.poses, dataset.intrinsics)
         self.log(f"[INFO] training {n} frames for {max_epochs} epochs ({opt.iters} iters), from step "
                  f"{self.global_step}, device {self.device}")
 
@@ -494,7 +525,7 @@ class Trainer:
                     order = self._epoch_order(n, epoch, shuffle)
                     for pos in range(self.epoch_step, n):
                         batch = train_loader.collate_fn([train_loader.dataset[order[pos]]])
-                        loss, mse = self._optimise(_to_device(batch, self.device))
+                        loss, mse = self.optimise(batch)
                         self.epoch_step = pos + 1
                         bar.update(1)
                         skipped = {"skipped": self.nonfinite.skipped} if self.nonfinite.skipped else {}
@@ -520,9 +551,19 @@ class Trainer:
             self.writer = None
         return True
 
-    def _optimise(self, data: dict) -> tuple[float, float]:
-        """One optimisation step; returns (loss, colour MSE) as floats."""
+    def optimise(self, data: dict) -> tuple[float, float]:
+        """One optimisation step on a batch: occupancy-grid refresh when due, forward, loss,
+        backward, AdamW/scheduler/EMA updates; scalars go to ``self.writer`` when one is open.
+
+        Args:
+            data: one ``NeRFDataset`` batch (``dataset.collate([k])``), on any device: ``rays_o``,
+                ``rays_d`` [1, N, 3], ``images`` [1, N, 3], ``auds`` [8, A, T], ``poses``
+                [1, 4, 4], ``index`` [1], ``bg_color`` [1, N, 3], ``face_mask`` [1, N], ...
+        Returns:
+            (loss, colour MSE) as floats.
+        """
         opt, model = self.opt, self.model
+        data = _to_device(data, self.device)
         model.train()
         # The torso occupancy grid is refreshed with or without --cuda_ray (the head grid only with it).
         if (opt.cuda_ray or opt.torso) and self.global_step % opt.update_extra_interval == 0:
@@ -556,10 +597,11 @@ class Trainer:
             data["error_map"].record(int(data["index"][0]), data["pixels"],
                                      ((pred.detach().float() - gt.float()) ** 2).mean(-1))
         mse = F.mse_loss(pred.detach().float(), gt.float()).item()
-        self.writer.add_scalar("train/loss", loss_v, self.global_step)
-        self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
-        for key, value in self.loss_terms.items():
-            self.writer.add_scalar(f"train/{key}", value, self.global_step)
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", loss_v, self.global_step)
+            self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+            for key, value in self.loss_terms.items():
+                self.writer.add_scalar(f"train/{key}", value, self.global_step)
         return loss_v, mse
 
     # ---- evaluation / test -------------------------------------------------------------

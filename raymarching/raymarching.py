@@ -265,8 +265,10 @@ def march_rays_train(rays_o: torch.Tensor, rays_d: torch.Tensor, bound: float, d
     nears = _check_f32(nears, "nears", (N,), device)
     fars = _check_f32(fars, "fars", (N,), device)
     noise = _noise(perturb, noise, N, device)
-    return tuple(_impl(device).march_rays_train(rays_o, rays_d, bitfield, nears, fars, noise, float(bound),
-                                                float(dt_gamma), int(max_steps), int(C), int(H)))
+    # Named for torch.profiler: the compiled backends' calls are not aten ops, so they would not show.
+    with torch.profiler.record_function("raymarching.march_rays_train"):
+        return tuple(_impl(device).march_rays_train(rays_o, rays_d, bitfield, nears, fars, noise, float(bound),
+                                                    float(dt_gamma), int(max_steps), int(C), int(H)))
 
 
 class _CompositeRaysTrain(torch.autograd.Function):

@@ -80,7 +80,7 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
     ckpt = trainer.load_checkpoint(opt.ckpt)
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint in {Path(opt.workspace) / 'checkpoints'}: train the head first")
-    trainer._set_train_data(ds)
+    trainer.set_train_data(ds)
     model.eval()
     if detector is None:
         from data_utils.landmarks import LandmarkDetector
@@ -112,7 +112,7 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
             codes.append((int(k), None if mouth is None else torch.from_numpy(mouth).float()[None].to(device)))
         for a, mouth in codes:
             out = model.render(rays["rays_o"], rays["rays_d"], ds.get_audio_window(a), None, ds.poses[k:k + 1],
-                               bg_color=bg, mouth=mouth, **trainer._render_args(frame, perturb=False))
+                               bg_color=bg, mouth=mouth, **trainer.render_args(frame, perturb=False))
             renders.append(out["image"][0].clamp(0, 1))
         own.append(((renders[0] - gt) ** 2).mean().item())
         other.append(((renders[1] - gt) ** 2).mean().item())

@@ -76,7 +76,7 @@ def test_finetune_continues_the_head_run_with_lpips_terms(subject, trained_head,
     assert trainer.global_step == HEAD_ITERS
 
     terms, lrs = [], []
-    step = trainer._optimise
+    step = trainer.optimise
 
     def record(data):
         out = step(data)
@@ -84,7 +84,7 @@ def test_finetune_continues_the_head_run_with_lpips_terms(subject, trained_head,
         lrs.append(trainer.optimizer.param_groups[0]["lr"])
         return out
 
-    trainer._optimise = record
+    trainer.optimise = record
     assert trainer.train(train_set.dataloader())
     assert trainer.global_step == iters
     # Lips-rect and patch batches alternate, starting with the lips.

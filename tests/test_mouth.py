@@ -31,7 +31,8 @@ class ToyAudioPath(torch.nn.Module):
         self.audio_net = AudioNet(4, 32)
 
     def encode_audio(self, a):
-        return self.audio_net(a)
+        # One window [1, A, T] -> [1, 32] or a batch [B, 1, A, T] -> [B, 32], as NeRFNetwork's.
+        return self.audio_net(a.flatten(0, -3))
 
 
 def transform(lms: np.ndarray, angle: float, scale: float, shift) -> np.ndarray:

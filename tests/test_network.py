@@ -85,6 +85,23 @@ def test_encode_audio(att):
             model.encode_audio(torch.randn(8, 32, 16))
 
 
+@pytest.mark.parametrize("flags", [("--att", "0"), ("--att", "1"), ("--att", "2"), ("--emb",)])
+def test_encode_audio_batch_matches_one_window_at_a_time(flags):
+    # A batch of windows [B, K, A, T] in one call gives each window's code and gradients.
+    emb = "--emb" in flags
+    model = NeRFNetwork(make_opt(*flags), audio_dim=29 if emb else 32)
+    k = 1 if flags == ("--att", "0") else 8
+    windows = torch.randint(0, 29, (5, k, 16)) if emb else torch.randn(5, k, 32, 16)
+    one = torch.cat([model.encode_audio(w) for w in windows])
+    grads_one = torch.autograd.grad((one ** 2).sum(), list(model.audio_net.parameters()))
+    batch = model.encode_audio(windows)
+    grads_batch = torch.autograd.grad((batch ** 2).sum(), list(model.audio_net.parameters()))
+    assert batch.shape == (5, 32)
+    torch.testing.assert_close(batch, one, rtol=1e-5, atol=1e-6)
+    for g_batch, g_one in zip(grads_batch, grads_one):
+        torch.testing.assert_close(g_batch, g_one, rtol=1e-4, atol=1e-6)
+
+
 def test_encode_audio_embedding_ids():
     model = NeRFNetwork(make_opt("--emb"), audio_dim=29)
     ids = torch.randint(0, 29, (8, 16))

@@ -172,6 +172,46 @@ def test_update_extra_state_marks_the_sphere():
     assert (model.density_grid[0][dist < RADIUS - 0.1] == 10.0).all()
 
 
+def test_grid_refresh_block_size_does_not_change_the_grid():
+    # The refresh evaluates its cells in blocks (cache-sized on the CPU): any block size, same grid.
+    grids = []
+    for block in (16 ** 3, 100):
+        torch.manual_seed(0)
+        model = make_model("--cuda_ray", grid_size=16).eval()
+        model.grid_block = block
+        model.update_extra_state()
+        grids.append((model.density_grid.clone(), model.density_bitfield.clone()))
+    torch.testing.assert_close(grids[0][0], grids[1][0], rtol=1e-5, atol=1e-6)
+    assert torch.equal(grids[0][1], grids[1][1])
+
+
+@pytest.mark.parametrize("frac", [0.1, 0.5])
+def test_partial_grid_refresh(frac):
+    from nerf_triplane.renderer import GRID_FULL_REFRESHES
+
+    model = make_model("--cuda_ray", "--grid_sample", str(frac), grid_size=16).eval()
+    use_sphere(model, 20.0)
+    H3 = 16 ** 3
+    unseen = torch.zeros(H3, dtype=torch.bool)
+    unseen[::7] = True
+    old = torch.where(unseen, -1.0, 4.0)[None]
+    # Warm-up: every cell is evaluated, so every seen cell moves off its old value.
+    model.density_grid.copy_(old)
+    model.update_extra_state()
+    assert (model.density_grid[0][~unseen] != 4.0).all()
+    assert (model.density_grid[0][unseen] == -1).all()
+    # After the warm-up a refresh evaluates about frac * H³ cells (the dilation reaches their
+    # neighbours): the rest keep their value, undecayed; unseen cells stay -1.
+    model.iter_density = GRID_FULL_REFRESHES
+    model.density_grid.copy_(old)
+    model.update_extra_state()
+    grid = model.density_grid[0]
+    changed = (grid != 4.0) & ~unseen
+    assert 0.3 * frac * H3 < int(changed.sum()) < 7 * frac * H3
+    assert (grid[~changed & ~unseen] == 4.0).all() and (grid[unseen] == -1).all()
+    assert model.iter_density == GRID_FULL_REFRESHES + 1
+
+
 def test_mark_untrained_grid():
     model = make_model("--cuda_ray", grid_size=16)
     pose = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))

@@ -48,7 +48,7 @@ def test_sigint_checkpoint_then_resume_gives_same_next_loss(subject, tmp_path):
     # Same run, interrupted by a real SIGINT during step `stop_at`.
     torch.manual_seed(0)
     first, loader, _ = build_trainer(parse_args(args + ["--workspace", str(tmp_path / "ws2")]))
-    step = first._optimise
+    step = first.optimise
 
     def optimise_and_interrupt(data):
         out = step(data)
@@ -56,7 +56,7 @@ def test_sigint_checkpoint_then_resume_gives_same_next_loss(subject, tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
         return out
 
-    first._optimise = optimise_and_interrupt
+    first.optimise = optimise_and_interrupt
     handler_before = signal.getsignal(signal.SIGINT)
     assert first.train(loader) is False
     assert signal.getsignal(signal.SIGINT) is handler_before
@@ -139,7 +139,7 @@ def test_other_training_modes_take_steps(subject, tmp_path, monkeypatch, flags):
     monkeypatch.setenv("ERNERF_LPIPS_RANDOM", "1")
     opt = parse_args(tiny_args(subject, tmp_path / "ws", "--iters", 100, *flags))
     trainer, loader, _ = build_trainer(opt)
-    trainer._set_train_data(loader._data)
+    trainer.set_train_data(loader._data)
     from torch.utils.tensorboard import SummaryWriter
 
     trainer.writer = SummaryWriter(str(tmp_path / "ws" / "run"))
@@ -150,10 +150,56 @@ def test_other_training_modes_take_steps(subject, tmp_path, monkeypatch, flags):
         # The batch kind depends on the previous step (lips and patch batches alternate).
         batch = loader.collate_fn([k])
         lips_batches.append("rect" in batch)
-        trainer._optimise(batch)
+        trainer.optimise(batch)
     trainer.writer.close()
     assert all(math.isfinite(v) for v in trainer.losses)
     assert any(not torch.equal(a, p) for a, p in zip(before, params))
     if "--finetune_lips" in flags:
         # The lips run alternates lips-rectangle batches and random patch batches.
         assert lips_batches == [True, False, True]
+
+
+def test_bf16_autocasts_the_cpu_step(subject, tmp_path):
+    # --bf16: the MLPs run in bfloat16 under autocast, the weights stay float32, and the steps'
+    # losses stay close to float32 steps on the same batches.
+    losses = {}
+    for bf16 in (False, True):
+        opt = parse_args(tiny_args(subject, tmp_path / f"ws{bf16}", "--iters", 10, *(["--bf16"] if bf16 else [])))
+        torch.manual_seed(0)
+        trainer, loader, _ = build_trainer(opt)
+        assert trainer.bf16 == bf16 and not trainer.fp16
+        trainer.prepare_training(loader._data)
+        dtypes = []
+        hook = trainer.model.sigma_net.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+        torch.manual_seed(1)
+        losses[bf16] = [trainer.optimise(loader.collate_fn([k]))[0] for k in range(2)]
+        hook.remove()
+        assert set(dtypes) == {torch.bfloat16 if bf16 else torch.float32}
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    for fp32, bf16 in zip(losses[False], losses[True]):
+        assert fp32 != bf16 and abs(fp32 - bf16) < 0.05 * fp32, losses
+
+
+def test_fused_adamw_matches_the_per_tensor_loop(subject, tmp_path):
+    # The trainer's fused AdamW takes the steps the reference's per-tensor AdamW takes.
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from tests.conftest import take_steps
+
+    losses, params = {}, {}
+    for fused in (True, False):
+        opt = parse_args(tiny_args(subject, tmp_path / f"ws{fused}", "--iters", 10))
+        torch.manual_seed(0)
+        trainer, loader, _ = build_trainer(opt)
+        assert trainer.optimizer.defaults["fused"]
+        if not fused:
+            groups = [{"params": g["params"], "lr": g["initial_lr"], "weight_decay": g["weight_decay"]}
+                      for g in trainer.optimizer.param_groups]
+            trainer.optimizer = torch.optim.AdamW(groups, betas=(0.0, 0.99), eps=1e-8, fused=False)
+            trainer.lr_scheduler = LambdaLR(trainer.optimizer, lambda k: lr_factor(k, 10, 0.5, 0))
+        torch.manual_seed(1)
+        losses[fused] = take_steps(trainer, loader, range(4))
+        params[fused] = [p.detach().clone() for p in trainer.model.parameters()]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    for a, b in zip(params[True], params[False]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
