@@ -411,7 +411,7 @@ class Trainer:
 
     # ---- training ----------------------------------------------------------------------
 
-    def _set_train_data(self, dataset) -> None:
+    def set_train_data(self, dataset) -> None:
         """Give the model the training-set audio, eye areas and poses (grid updates)."""
         self.model.aud_features = dataset.auds
         self.model.eye_area = dataset.eye_area
@@ -456,7 +456,7 @@ class Trainer:
         n = len(train_loader.dataset)
         if n >= opt.ind_num:
             raise ValueError(f"{n} training frames need --ind_num > {n} (per-frame codes), got {opt.ind_num}")
-        self._set_train_data(dataset)
+        self.set_train_data(dataset)
         self.mouth = None
         if not opt.torso and (opt.mouth_sup > 0 or opt.mouth_pretrain > 0 or opt.mouth_teacher > 0):
             self.mouth = MouthSupervision(dataset.landmarks, dataset.get_audio_window, opt.mouth_k,

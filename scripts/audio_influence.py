@@ -80,7 +80,7 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
     ckpt = trainer.load_checkpoint(opt.ckpt)
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint in {Path(opt.workspace) / 'checkpoints'}: train the head first")
-    trainer._set_train_data(ds)
+    trainer.set_train_data(ds)
     model.eval()
     if detector is None:
         from data_utils.landmarks import LandmarkDetector

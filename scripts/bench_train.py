@@ -45,7 +45,7 @@ def bench_backend(backend: str, data: Path, args) -> dict:
         train_set = NeRFDataset(opt, device=device, type="train")
         model = NeRFNetwork(opt, audio_dim=train_set.audio_dim).to(device)
         trainer = Trainer(opt, model, ws, device, train=True)
-        trainer._set_train_data(train_set)
+        trainer.set_train_data(train_set)
         from torch.utils.tensorboard import SummaryWriter
 
         trainer.writer = SummaryWriter(str(Path(ws) / "run"))

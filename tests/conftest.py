@@ -65,7 +65,7 @@ def take_steps(trainer, loader, frames) -> list[float]:
     returns the losses."""
     from torch.utils.tensorboard import SummaryWriter
 
-    trainer._set_train_data(loader._data)
+    trainer.set_train_data(loader._data)
     trainer.writer = SummaryWriter(str(trainer.workspace / "run"))
     try:
         return [trainer._optimise(loader.collate_fn([k]))[0] for k in frames]

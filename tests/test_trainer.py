@@ -139,7 +139,7 @@ def test_other_training_modes_take_steps(subject, tmp_path, monkeypatch, flags):
     monkeypatch.setenv("ERNERF_LPIPS_RANDOM", "1")
     opt = parse_args(tiny_args(subject, tmp_path / "ws", "--iters", 100, *flags))
     trainer, loader, _ = build_trainer(opt)
-    trainer._set_train_data(loader._data)
+    trainer.set_train_data(loader._data)
     from torch.utils.tensorboard import SummaryWriter
 
     trainer.writer = SummaryWriter(str(tmp_path / "ws" / "run"))
