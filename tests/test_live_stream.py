@@ -102,3 +102,33 @@ def test_bad_contexts_and_deepspeech_are_refused():
         StreamingFeatures("mel", 0, 50, 10)
     with pytest.raises(ValueError, match="DeepSpeech"):
         StreamingFeatures("deepspeech")
+
+
+def test_cli_streams_a_wav_and_saves_the_offline_features(subject, tmp_path):
+    import main as cli
+
+    ws = tmp_path / "ws"
+    args = [str(subject), "--workspace", str(ws), "--device", "cpu"]
+    assert cli.main([*args, "--asr", "--asr_wav", str(subject / "aud.wav"), "--asr_save_feats"]) == 0
+    from data_utils.asr_models import features_model
+    from data_utils.audio import load_audio
+
+    out = ws / "results" / "aud_asr.npy"
+    offline = extract_features(load_audio(subject / "aud.wav"), engine="mel")
+    np.testing.assert_allclose(np.load(out), offline, atol=1e-5)
+    assert features_model(out) == "mel"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--asr_wav", "x.wav"], "add --asr"),
+    (["--asr"], "--asr_save_feats"),
+    (["--asr", "--asr_save_feats", "--asr_wav", "missing.wav"], "missing.wav not found"),
+    (["--asr", "--asr_save_feats", "--fps", "25"], "--fps 25"),
+    (["--gui", "--test"], "leave out --test"),
+])
+def test_cli_refuses_bad_live_flags(subject, tmp_path, capsys, extra, message):
+    import main as cli
+    from tests.conftest import error_line
+
+    assert cli.main([str(subject), "--workspace", str(tmp_path / "ws"), "--device", "cpu", *extra]) == 2
+    assert message in error_line(capsys)

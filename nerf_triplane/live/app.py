@@ -75,7 +75,7 @@ def run_live(opt, device: torch.device) -> int:
     streamer = make_streamer(opt) if opt.asr else None
     lookahead = {0: 0, 1: 0, 2: 3}[opt.att]  # frames after the shown one its audio window reads
     if not opt.gui:
-        stream = StreamSource(streamer, None, opt.asr_wav or None, opt.asr_play, lookahead)
+        stream = StreamSource(streamer, None, opt.asr_wav or None, opt.asr_play, lookahead, keep_all=True)
         stream.start()
         try:
             while not stream.done:
@@ -92,7 +92,8 @@ def run_live(opt, device: torch.device) -> int:
     live = LiveModel(opt, device, max_side=opt.gui_max_side)
     stream = None
     if streamer is not None:
-        stream = StreamSource(streamer, live.features, opt.asr_wav or None, opt.asr_play, lookahead)
+        stream = StreamSource(streamer, live.features, opt.asr_wav or None, opt.asr_play, lookahead,
+                              keep_all=opt.asr_save_feats)
         stream.start()
     server = LiveServer(live, opt.asr_model, opt.asr_weights, Path(opt.path) / "aud.wav", stream)
     try:

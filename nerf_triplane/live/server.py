@@ -145,15 +145,15 @@ class LiveServer:
                 except (ValueError, TypeError, AttributeError) as err:
                     await ws.send_str(json.dumps({"error": f"bad request: {err}"}))
                     continue
-                features = source.features()
+                t = float(req.get("t", 0.0))
+                features, k = source.at(t)
                 if features is None:
                     await ws.send_str(json.dumps({"error": "the stream has no features yet", "retry": True}))
                     await asyncio.sleep(0.2)
                     continue
-                t = float(req.get("t", 0.0))
-                k = source.frame_at(t)
                 if req.get("playing") and req.get("follow", True):
-                    view.frame = k
+                    # The pose track plays forwards then backwards, as the test renders do.
+                    view.frame = self.live.dataset.mirror_index(k if not source.live else source.count)
                 start = time.perf_counter()
                 jpeg, info = await asyncio.wrap_future(self.live.submit(view, features, k), loop=loop)
                 info.update(t=t, source=source.name, server_ms=round((time.perf_counter() - start) * 1000, 1),

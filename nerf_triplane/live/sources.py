@@ -19,6 +19,7 @@ from data_utils.audio import SAMPLE_RATE
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_UPLOAD_SECONDS = 600
 CHUNK = SAMPLE_RATE // 50  # 20 ms
+RECENT = 16  # stream frames kept for rendering: the audio window reads at most 8 around the shown one
 
 
 def wav_bytes(audio: np.ndarray) -> bytes:
@@ -44,12 +45,9 @@ class Source:
         self.name, self.label, self.wav = name, label, wav
         self._features = features
 
-    def features(self) -> torch.Tensor:
-        return self._features
-
-    def frame_at(self, t: float) -> int:
-        """Audio frame shown at ``t`` seconds of playback."""
-        return max(0, min(int(round(t * 25)), self._features.shape[0] - 1))
+    def at(self, t: float) -> tuple[torch.Tensor, int]:
+        """Features ``[N, A, T]`` and the audio frame in them shown at ``t`` seconds of playback."""
+        return self._features, max(0, min(int(round(t * 25)), self._features.shape[0] - 1))
 
     def describe(self) -> dict:
         return {"name": self.name, "label": self.label, "frames": int(self._features.shape[0]),
@@ -88,16 +86,18 @@ class StreamSource:
         to_model: maps ``[k, 16|2, A]`` frames to the model's ``[k, A, T]`` tensor.
         wav: file to stream in real time, or None for the default microphone (``sounddevice``).
         play: play the sound on this machine as it is read (``--asr_play``).
-        att_lookahead: frames after the shown one the model's audio window reads (4 for ``--att 2``).
+        att_lookahead: frames after the shown one the model's audio window reads (3 for ``--att 2``).
+        keep_all: keep every frame for ``all_frames`` (``--asr_save_feats``); otherwise only the
+            last ``RECENT`` frames are kept, so an endless microphone stream holds bounded memory.
     """
 
     name, label, wav, live = "stream", "live stream (--asr)", None, True
 
-    def __init__(self, streamer, to_model, wav: str | None, play: bool, att_lookahead: int):
+    def __init__(self, streamer, to_model, wav: str | None, play: bool, att_lookahead: int, keep_all: bool):
         self.streamer, self.to_model, self.path, self.play = streamer, to_model, wav, play
-        self.att_lookahead = att_lookahead
+        self.att_lookahead, self.keep_all = att_lookahead, keep_all
         self.frames: list[np.ndarray] = []
-        self._cache: torch.Tensor | None = None
+        self.count = 0  # frames streamed so far (the list may hold only the recent ones)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.error: str | None = None
@@ -115,7 +115,9 @@ class StreamSource:
         if len(frames):
             with self._lock:
                 self.frames.extend(frames)
-                self._cache = None
+                self.count += len(frames)
+                if not self.keep_all:
+                    del self.frames[:-RECENT]
 
     def _run(self) -> None:
         try:
@@ -182,22 +184,17 @@ class StreamSource:
                     out.stop()
                     out.close()
 
-    def features(self) -> torch.Tensor:
+    def at(self, t: float) -> tuple[torch.Tensor | None, int]:
+        """The recent features ``[n, A, T]`` and, in them, the newest frame whose audio window is
+        complete (``t`` is ignored: the stream is live); ``(None, 0)`` before the first frame."""
         with self._lock:
-            if self._cache is None and self.frames:
-                self._cache = self.to_model(np.stack(self.frames))
-            return self._cache
-
-    def frame_at(self, t: float) -> int:
-        """The newest frame whose audio window is complete (``t`` is ignored: the stream is live)."""
-        with self._lock:
-            n = len(self.frames)
-        return max(0, n - 1 - (0 if self.done else self.att_lookahead))
+            recent = self.frames[-RECENT:]
+        if not recent:
+            return None, 0
+        return self.to_model(np.stack(recent)), max(0, len(recent) - 1 - (0 if self.done else self.att_lookahead))
 
     def describe(self) -> dict:
-        with self._lock:
-            n = len(self.frames)
-        return {"name": self.name, "label": self.label, "frames": n, "audio": False, "live": True,
+        return {"name": self.name, "label": self.label, "frames": self.count, "audio": False, "live": True,
                 "latency_ms": round(self.streamer.latency_s * 1000 + self.att_lookahead * 40),
                 "error": self.error, "done": self.done}
 
