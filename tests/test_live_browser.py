@@ -143,7 +143,8 @@ def test_viewer_in_a_real_browser(viewer, browser, tmp_path):
     assert np.abs(after.astype(float) - before).mean() > 0.05
 
     # A short wav drives the mouth: with the pose pinned, the lips region changes with the audio.
-    t = np.arange(16000 * 2) / 16000
+    # 30 s, so it still plays when a frame requested on a slow machine comes back.
+    t = np.arange(16000 * 30) / 16000
     speech = 0.4 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
     write_wav(tmp_path / "speech.wav", speech.astype(np.float32))
     assert "frames ready" in upload(browser, tmp_path / "speech.wav")
@@ -156,7 +157,7 @@ def test_viewer_in_a_real_browser(viewer, browser, tmp_path):
     assert browser.execute_script("return window.headers.some((h) => Number.isFinite(h.offset_ms))")
     if browser.find_element("id", "play").text == "pause":
         browser.find_element("id", "play").click()
-    # Paused, the position slider picks the audio frame: 0 s, then 20 % and 40 % of the clip.
+    # Paused, the position slider picks the audio frame: 0 s, then 20 % and 40 % of the clip (6 s, 12 s).
     seek = browser.find_element("id", "seek")
     lips = {}
     for keys in ([Keys.HOME], [Keys.PAGE_UP] * 2, [Keys.PAGE_UP] * 2):
@@ -180,6 +181,11 @@ def test_viewer_in_a_real_browser(viewer, browser, tmp_path):
     assert "not audio" in upload(browser, tmp_path / "notes.wav")
     (tmp_path / "empty.mp3").write_bytes(b"")
     assert "empty" in upload(browser, tmp_path / "empty.mp3")
+    from nerf_triplane.live.sources import MAX_UPLOAD_BYTES
+
+    with open(tmp_path / "huge.wav", "wb") as f:
+        f.truncate(MAX_UPLOAD_BYTES + 1)  # sparse: nothing is written
+    assert "larger than" in upload(browser, tmp_path / "huge.wav")
     next_frames(browser)
 
     # A closed tab ends its own socket only.

@@ -92,7 +92,8 @@ class LiveServer:
             "size": live.size, "full_size": live.full_size, "reduced": live.reduced, "note": note,
             "device": device, "frames": live.frames, "torso": bool(live.opt.torso),
             "eye": live.dataset.eye_area is not None, "checkpoint": str(live.checkpoint),
-            "asr_model": self.asr_model, "sources": [s.describe() for s in self.sources.values()]})
+            "asr_model": self.asr_model, "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "sources": [s.describe() for s in self.sources.values()]})
 
     async def audio(self, request: web.Request) -> web.Response:
         source = self.sources.get(request.match_info["name"])
