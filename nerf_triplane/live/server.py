@@ -99,7 +99,21 @@ class LiveServer:
         source = self.sources.get(request.match_info["name"])
         if source is None or source.wav is None:
             raise web.HTTPNotFound(text="no sound for this source")
-        return web.Response(body=source.wav, content_type="audio/wav")
+        # Byte ranges let the browser seek in the sound (Chromium cannot seek a resource without them).
+        data, size = source.wav, len(source.wav)
+        try:
+            rng = request.http_range
+        except ValueError:
+            raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+        if rng.start is None and rng.stop is None:
+            return web.Response(body=data, content_type="audio/wav", headers={"Accept-Ranges": "bytes"})
+        start = rng.start if rng.start is not None else 0
+        start = max(0, size + start) if start < 0 else start
+        stop = size if rng.stop is None else min(rng.stop, size)
+        if start >= stop:
+            raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+        return web.Response(status=206, body=data[start:stop], content_type="audio/wav",
+                            headers={"Accept-Ranges": "bytes", "Content-Range": f"bytes {start}-{stop - 1}/{size}"})
 
     async def upload(self, request: web.Request) -> web.Response:
         try:
