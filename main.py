@@ -58,6 +58,9 @@ def check_options(opt) -> None:
             raise UsageError(f"--{flag} {getattr(opt, flag)}: {why}")
     if not Path(opt.path).is_dir():
         raise UsageError(f"data folder {opt.path} does not exist (make it with data_utils/process.py)")
+    from nerf_triplane.live.app import check_live_options
+
+    check_live_options(opt)
     if (opt.gui or opt.asr) and (opt.test or opt.aud):
         raise UsageError("--gui/--asr run live: leave out --test and --aud (upload audio on the page instead)")
     if opt.aud and not opt.test:

@@ -11,7 +11,8 @@ FEATURE_FPS = 50  # the only --fps the streaming features run at (20 ms steps)
 
 
 def check_live_options(opt) -> None:
-    """ValueError for live flags that cannot work together, before the model loads."""
+    """ValueError (FileNotFoundError for a missing ``--asr_wav``) for live flags that cannot work
+    (together), checked by ``main.py`` before any work."""
     if opt.fps != FEATURE_FPS:
         raise ValueError(f"--fps {opt.fps}: the audio features run at {FEATURE_FPS} steps per second (20 ms "
                          f"chunks); leave --fps at {FEATURE_FPS}")
@@ -71,7 +72,6 @@ def run_live(opt, device: torch.device) -> int:
     """Run ``--gui`` (serving until Ctrl-C) and/or ``--asr``; returns the exit code."""
     from .sources import StreamSource
 
-    check_live_options(opt)
     streamer = make_streamer(opt) if opt.asr else None
     lookahead = {0: 0, 1: 0, 2: 3}[opt.att]  # frames after the shown one its audio window reads
     if not opt.gui:
