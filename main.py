@@ -5,6 +5,8 @@
     python main.py DATA --workspace W -O --iters 125000 --finetune_lips --patch_size 32   # lips
     python main.py DATA --workspace W_torso -O --torso --head_ckpt W/checkpoints/ngp.pth --iters 200000
     python main.py DATA --workspace W_torso -O --torso --test --test_train --aud speech.wav   # new audio
+    python main.py DATA --workspace W -O --gui                    # live web viewer (127.0.0.1:7860)
+    python main.py DATA --workspace W -O --gui --asr --asr_wav speech.wav   # driven by streamed features
 
 Bad input (missing folder or files, mismatched features) ends with one ``error:`` line
 and exit code 2; SIGINT/SIGTERM during training saves a checkpoint and exits with 130.
@@ -51,11 +53,16 @@ def pick_device(name: str) -> torch.device:
 
 
 def check_options(opt) -> None:
-    for flag, why in UNBUILT.items():
-        if getattr(opt, flag):
-            raise UsageError(f"--{flag}: {why}")
+    for flag, (off, why) in UNBUILT.items():
+        if getattr(opt, flag) != off:
+            raise UsageError(f"--{flag} {getattr(opt, flag)}: {why}")
     if not Path(opt.path).is_dir():
         raise UsageError(f"data folder {opt.path} does not exist (make it with data_utils/process.py)")
+    from nerf_triplane.live.app import check_live_options
+
+    check_live_options(opt)
+    if (opt.gui or opt.asr) and (opt.test or opt.aud):
+        raise UsageError("--gui/--asr run live: leave out --test and --aud (upload audio on the page instead)")
     if opt.aud and not opt.test:
         raise UsageError("--aud drives rendering with new audio: use it with --test (and --test_train)")
     if opt.full_frame:
@@ -193,6 +200,11 @@ def run(opt, argv: list[str] | None = None) -> int:
     device = pick_device(opt.device)
     workspace = Path(opt.workspace)
     check_writable(workspace)
+
+    if opt.gui or opt.asr:
+        from nerf_triplane.live.app import run_live
+
+        return run_live(opt, device)
 
     if opt.test:
         aud_arg = str(Path(opt.aud).resolve()) if opt.aud else ""

@@ -16,7 +16,7 @@ MAIN_SECTIONS: dict[str, tuple[str, ...]] = {
     "lips": ("finetune_lips", "patch_size", "smooth_lips", "init_lips"),
     "audio": ("asr_model", "asr_weights", "aud", "att", "emb"),
     "evaluation": ("test", "test_train", "full_frame", "lpips_weights"),
-    "not built (accepted for compatibility with the reference)": (
-        "gui", "W", "H", "radius", "fovy", "max_spp", "asr", "asr_wav", "asr_play", "asr_save_feats", "fps",
-        "l", "m", "r"),
+    "live viewer and streaming": ("gui", "gui_host", "gui_port", "gui_max_side", "W", "H", "radius", "fovy",
+                                  "asr", "asr_wav", "asr_play", "asr_save_feats", "fps", "l", "m", "r"),
+    "not built (accepted for compatibility with the reference)": ("max_spp",),
 }

@@ -19,6 +19,8 @@ Deviations from the reference, each deliberate:
   ``--max_nonfinite`` (default 20): a step whose loss or gradient is NaN/inf is skipped;
   that many in a row stop training with one error line (the reference raised at the first).
 - Added: ``--full_frame`` (``nerf_triplane/paste.py``: renders of a cropped video back in its full frame).
+- ``--gui`` serves a web page (``nerf_triplane/live``) instead of a DearPyGui window: added
+  ``--gui_host``, ``--gui_port``, ``--gui_max_side``; ``--max_spp`` is not built.
 Flags of features that are not built raise a clear error in `main.py` (see
 ``UNBUILT``) instead of being ignored.
 """
@@ -30,10 +32,10 @@ from data_utils.help_groups import group_options
 
 from .option_sections import MAIN_SECTIONS
 
-# Flags accepted for compatibility whose feature this project does not provide.
+# Flags accepted for compatibility whose feature this project does not provide: flag -> (the value
+# that leaves the feature off, why any other value is refused).
 UNBUILT = {
-    "gui": "the interactive GUI viewer is not part of this project",
-    "asr": "real-time ASR streaming (--asr) is not part of this project; use --aud FILE",
+    "max_spp": (1, "several samples per pixel are not part of this project's viewer: leave it at 1"),
 }
 
 
@@ -138,13 +140,18 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--torso", action="store_true", help="train/render the torso branch (head frozen)")
     g.add_argument("--head_ckpt", type=str, default="", help="head checkpoint to start torso training from")
 
-    g = p.add_argument_group("GUI (not built)")
-    g.add_argument("--gui", action="store_true", help="interactive viewer (not built)")
-    g.add_argument("--W", type=int, default=450, help="GUI width")
-    g.add_argument("--H", type=int, default=450, help="GUI height")
-    g.add_argument("--radius", type=float, default=3.35, help="GUI camera radius")
-    g.add_argument("--fovy", type=float, default=21.24, help="GUI field of view (degrees)")
-    g.add_argument("--max_spp", type=int, default=1, help="GUI samples per pixel")
+    g = p.add_argument_group("live viewer")
+    g.add_argument("--gui", action="store_true", help="serve the live web viewer of the newest checkpoint")
+    g.add_argument("--gui_host", type=str, default="127.0.0.1",
+                   help="address the viewer listens on (0.0.0.0 exposes it to the network)")
+    g.add_argument("--gui_port", type=int, default=7860, help="viewer port (0 = any free port)")
+    g.add_argument("--gui_max_side", type=int, default=128,
+                   help="longest side of the render on the CPU (a GPU renders --W x --H)")
+    g.add_argument("--W", type=int, default=450, help="viewer frame width")
+    g.add_argument("--H", type=int, default=450, help="viewer frame height")
+    g.add_argument("--radius", type=float, default=3.35, help="orbit camera distance from the head centre")
+    g.add_argument("--fovy", type=float, default=21.24, help="orbit camera vertical field of view (degrees)")
+    g.add_argument("--max_spp", type=int, default=1, help="GUI samples per pixel (not built)")
 
     g = p.add_argument_group("audio and codes")
     g.add_argument("--att", type=int, default=2, help="audio attention: 0 off, 1 left window, 2 centred window")
@@ -161,17 +168,18 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--smooth_path_window", type=int, default=7, help="window of --smooth_path")
 
     g = p.add_argument_group("audio features")
-    g.add_argument("--asr", action="store_true", help="real-time ASR (not built)")
-    g.add_argument("--asr_wav", type=str, default="", help="real-time ASR input wav (not built)")
-    g.add_argument("--asr_play", action="store_true", help="real-time ASR playback (not built)")
+    g.add_argument("--asr", action="store_true", help="stream audio features live (microphone, or --asr_wav)")
+    g.add_argument("--asr_wav", type=str, default="", help="--asr: stream this audio file in real time")
+    g.add_argument("--asr_play", action="store_true", help="--asr: play the streamed sound on this machine")
     g.add_argument("--asr_model", type=str, default="mel",
                    help="audio model: mel (offline) | deepspeech | a Hugging Face HuBERT/wav2vec2 id or folder")
     g.add_argument("--asr_weights", type=str, default="", help="DeepSpeech's .pb, or a folder replacing the named model's download")
-    g.add_argument("--asr_save_feats", action="store_true", help="real-time ASR: save features (not built)")
-    g.add_argument("--fps", type=int, default=50, help="real-time ASR feature rate (not built)")
-    g.add_argument("-l", type=int, default=10, help="real-time ASR left context (not built)")
-    g.add_argument("-m", type=int, default=50, help="real-time ASR middle context (not built)")
-    g.add_argument("-r", type=int, default=10, help="real-time ASR right context (not built)")
+    g.add_argument("--asr_save_feats", action="store_true",
+                   help="--asr: write the streamed features to <workspace>/results/<stem>_asr.npy")
+    g.add_argument("--fps", type=int, default=50, help="--asr: audio feature steps per second (only 50)")
+    g.add_argument("-l", type=int, default=10, help="--asr: left context of each block, in 20 ms steps")
+    g.add_argument("-m", type=int, default=50, help="--asr: block length, in 20 ms steps")
+    g.add_argument("-r", type=int, default=10, help="--asr: right context (look-ahead) of each block, in 20 ms steps")
     return group_options(p, MAIN_SECTIONS)
 
 

@@ -25,3 +25,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -c "import cv2, torch, mediapipe; print('[setup] cv2', cv2.__version__, 'torch', torch.__version__)"
   echo "$want" > "$stamp"
 fi
+# The live viewer's browser test drives Debian's Chromium through chromedriver (it skips without them).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing chromium and chromium-driver (browser test of the live viewer)"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 || \
+      echo "[setup] apt-get could not install chromium: the live viewer's browser test will skip"
+  else
+    echo "[setup] no chromium/chromedriver: the live viewer's browser test skips (as root: apt-get install -y chromium chromium-driver)"
+  fi
+fi

@@ -47,8 +47,8 @@ def test_train_then_test_writes_videos_and_metrics(subject, trained_head):
 def test_missing_folder_and_unbuilt_flags(tmp_path, capsys):
     assert cli.main([str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in error_line(capsys)
-    assert cli.main([str(tmp_path), "--gui"]) == 2
-    assert "--gui" in error_line(capsys)
+    assert cli.main([str(tmp_path), "--max_spp", "4"]) == 2
+    assert "--max_spp" in error_line(capsys)
     assert cli.main([str(tmp_path), "--aud", "x.wav"]) == 2
     assert "--test" in error_line(capsys)
 
