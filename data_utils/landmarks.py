@@ -17,11 +17,12 @@ import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
-import cv2
 import numpy as np
+
 from tqdm import tqdm
 
 from data_utils.atomic import atomic_path
+from data_utils.images import read_rgb  # noqa: F401  (also read through this module by parsing.py)
 from data_utils.quiet import quiet_native_logs
 
 # MediaPipe face-mesh vertex for each iBUG-68 point. Chosen on real frames (numbers drawn on
@@ -204,14 +205,6 @@ def list_frames(ori_dir: str | os.PathLike) -> list[Path]:
     if not frames:
         raise FileNotFoundError(f"no <k>.jpg frames in {ori_dir}; extract frames first (process.py --task 3)")
     return sorted(frames, key=lambda p: int(p.stem))
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as RGB uint8 ``[H, W, 3]``; ValueError if unreadable."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot read image {path}; the file is missing or corrupt, re-extract frames")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def frame_ranges(indices: list[int]) -> str:

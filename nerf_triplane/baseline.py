@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from data_utils.atomic import atomic_path
+from data_utils.images import read_rgb
 
 from .metrics import LMDMeter, psnr, ssim
 
@@ -112,13 +113,6 @@ def _read_parsing(path: Path) -> np.ndarray:
     return parsing
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read {path}: re-run data_utils/process.py on the folder")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def _read_lms(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run data_utils/process.py --task 4 (landmarks)")
@@ -192,8 +186,8 @@ def nearest_frame_baseline(data_dir, split: str = "test", detector=None, cache: 
     matches = []
     for f, j in zip(held, nearest):
         src = train[int(j)]["img_id"]
-        gt = _read_rgb(data_dir / "gt_imgs" / f"{f['img_id']}.jpg")
-        other = _read_rgb(data_dir / "gt_imgs" / f"{src}.jpg")
+        gt = read_rgb(data_dir / "gt_imgs" / f"{f['img_id']}.jpg")
+        other = read_rgb(data_dir / "gt_imgs" / f"{src}.jpg")
         if other.shape != gt.shape:
             raise ValueError(f"gt_imgs/{src}.jpg and gt_imgs/{f['img_id']}.jpg differ in size")
         parsings = ()

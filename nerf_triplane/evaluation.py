@@ -33,6 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data_utils.images import read_rgb
+
 from .metrics import MOUTH, load_lpips, lpips_distance, mouth_lmd, psnr, ssim
 from .sync import (MIN_OVERLAP, OpeningRegressor, audio_envelope, lagged_correlations, mouth_opening,
                    sync_score)
@@ -58,13 +60,6 @@ def latest_render(results: Path) -> str:
         raise FileNotFoundError(f"no rendered video or frames in {results}: run main.py DATA --workspace "
                                 f"{results.parent} --test first")
     return max(candidates, key=candidates.get)
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _decode_mp4(path: Path) -> list[np.ndarray]:
@@ -95,7 +90,7 @@ def load_render(results: Path, name: str, data: str | os.PathLike | None) -> dic
     if (folder / "index.json").is_file():
         info = json.loads((folder / "index.json").read_text())
         index = info.get("frames") or []
-        frames = [_read_rgb(folder / f"{int(f['k']):04d}.png") for f in index]
+        frames = [read_rgb(folder / f"{int(f['k']):04d}.png") for f in index]
         data_dir = Path(data) if data else (Path(info["data"]) if info.get("data") else None)
         split, aud, source = info.get("split", "test"), info.get("aud") or "", "frames"
     elif video.is_file():
@@ -265,7 +260,7 @@ def articulation(opening: np.ndarray, reference: np.ndarray) -> dict:
 def _gt_frames(data: Path, index: list[dict], shape: tuple[int, int]) -> list[np.ndarray]:
     out = []
     for f in index:
-        img = _read_rgb(data / "gt_imgs" / f"{int(f['img_id'])}.jpg")
+        img = read_rgb(data / "gt_imgs" / f"{int(f['img_id'])}.jpg")
         if img.shape[:2] != shape:
             img = cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
         out.append(img)

@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data_utils.images import read_rgb
+
 from .video import VideoWriter
 
 CROP_NAME = "crop.json"  # same name as data_utils.crop.CROP_NAME; nerf_triplane stays free of data_utils
@@ -121,13 +123,6 @@ def source_schedule(img_ids: list[int], fps: float, n_source: int) -> list[tuple
     return out
 
 
-def _read_png(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def _write_png(path: Path, rgb: np.ndarray, level: int = 3) -> None:
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, level])
     if not ok:
@@ -211,9 +206,9 @@ def paste_render(workspace: str | os.PathLike, name: str, data: str | os.PathLik
         rendered_k, rendered = -1, None
         with VideoWriter(out_video, fps, audio_path) as writer:
             for j, (k, s) in enumerate(schedule):
-                source = _read_png(tmp / f"{min(s, count - 1)}.png")
+                source = read_rgb(tmp / f"{min(s, count - 1)}.png")
                 if k != rendered_k:
-                    rendered_k, rendered = k, _read_png(folder / f"{int(index[k]['k']):04d}.png")
+                    rendered_k, rendered = k, read_rgb(folder / f"{int(index[k]['k']):04d}.png")
                 frame = composite(source, rendered, box, alpha, region)
                 diff = frame[region][band].astype(np.float64) - source[region][band]
                 mse = float(np.mean(diff ** 2)) if diff.size else 0.0

@@ -89,13 +89,6 @@ def region_labels(lms: np.ndarray, head: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def error_budget(workspace, data=None, name: str | None = None) -> dict:
     """Squared error of a render against its GT frames, split by region (module docstring).
 
@@ -107,6 +100,7 @@ def error_budget(workspace, data=None, name: str | None = None) -> dict:
         ``name``, ``data``, ``split``, ``frames``, ``psnr`` (dB), ``mse``, ``regions``:
         {region: {``pixels``, ``error``, ``mse``, ``psnr_if_perfect``}}.
     """
+    from data_utils.images import read_rgb
     from data_utils.parsing import HEAD, read_labels
     from nerf_triplane.evaluation import latest_render, load_render
     from nerf_triplane.provider import read_lms
@@ -125,7 +119,7 @@ def error_budget(workspace, data=None, name: str | None = None) -> dict:
     frame_psnr, frame_psnr_without = [], []
     for pred, f in zip(render["frames"], render["index"]):
         img_id = int(f["img_id"])
-        gt = _read_rgb(root / "gt_imgs" / f"{img_id}.jpg")
+        gt = read_rgb(root / "gt_imgs" / f"{img_id}.jpg")
         if gt.shape != pred.shape:
             raise ValueError(f"render frame {f['k']} is {pred.shape[:2]} but gt_imgs/{img_id}.jpg is "
                              f"{gt.shape[:2]}: the regions are drawn on the GT frame")

@@ -3,7 +3,6 @@
 on short cuts of the real french.mp4 scaled and padded into other sizes, aspects and rates."""
 import hashlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
