@@ -48,12 +48,13 @@ predictions; same A/B command, folds 0, 1, 2, 4), mouth -> cross-fitted: mouth_c
 0.58 -> 0.60, 0.47 -> 0.50, 0.76 -> 0.72; opening std ratio 0.76 -> 0.80, 0.68 -> 0.66,
 0.71 -> 0.63, 0.72 -> 0.66; LMD 2.22 -> 2.10, 1.50 -> 1.54, 1.93 -> 1.98, 1.52 -> 1.60 px; PSNR
 30.93 -> 31.05, 32.50 -> 32.29, 32.15 -> 32.05, 31.26 -> 31.28 dB: only fold 0 gains on every figure.
-Not adopted for want of figures: ``--exp_upper`` (upper-face values through the eye
-attention) and ``--error_map 0.3`` (rays drawn by recent error). A/B command: ``python
-scripts/crossval.py DATA --root W --folds 5 --only 0 4 --preset cpu --iters 2000
---preload 0 --exp_upper`` against the runs above, scored also by ``scripts/region_psnr.py``
-(A side, folds 0 / 4: 30.93 / 31.26 dB whole frame, 27.96 / 28.95 dB above the brows); the B
-runs got about 1 % of a core on the shared machine and did not finish (README).
+Not adopted: ``--exp_upper`` (upper-face values through the eye attention), A/B ``python
+scripts/crossval.py DATA --root W --folds 5 --only 0 4 --preset cpu --iters 2000 --preload 0
+--exp_upper`` against the mouth runs above (+ ``scripts/region_psnr.py``), mouth -> upper:
+PSNR 30.93 -> 31.82, 31.26 -> 31.84 dB (above the brows 27.96 -> 29.13, 28.95 -> 29.64); LMD
+2.22 -> 2.14, 1.52 -> 1.77 px; mouth_corr 0.40 -> 0.39, 0.76 -> 0.68; opening std ratio
+0.76 -> 0.72, 0.72 -> 0.64: the frame gains, the mouth loses on fold 4. ``--error_map`` has no
+A/B yet.
 
 ``tiny``: smoke runs (CI, tests): a few dozen steps on 256 rays and a 32³ grid.
 
