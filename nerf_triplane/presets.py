@@ -53,8 +53,9 @@ scripts/crossval.py DATA --root W --folds 5 --only 0 4 --preset cpu --iters 2000
 --exp_upper`` against the mouth runs above (+ ``scripts/region_psnr.py``), mouth -> upper:
 PSNR 30.93 -> 31.82, 31.26 -> 31.84 dB (above the brows 27.96 -> 29.13, 28.95 -> 29.64); LMD
 2.22 -> 2.14, 1.52 -> 1.77 px; mouth_corr 0.40 -> 0.39, 0.76 -> 0.68; opening std ratio
-0.76 -> 0.72, 0.72 -> 0.64: the frame gains, the mouth loses on fold 4. ``--error_map`` has no
-A/B yet.
+0.76 -> 0.72, 0.72 -> 0.64: the frame gains, the mouth loses on fold 4; May_5s (``--folds 2
+--only 1 --iters 1000``): PSNR 29.77 -> 29.31 dB, LMD 3.21 -> 3.78 px, mouth_corr 0.20 -> 0.11.
+``--error_map`` has no A/B yet.
 
 ``tiny``: smoke runs (CI, tests): a few dozen steps on 256 rays and a 32³ grid.
 
