@@ -235,11 +235,10 @@ class Trainer:
 
         self.optimizer = self.lr_scheduler = self.ema = self.scaler = None
         if train:
-            # fused: one kernel for all parameters (same update to float rounding); the per-tensor
-            # loop cost 17 % of a CPU torso step (2M-parameter tiled grid).
+            # Not fused: torch's fused CPU AdamW costs 7x less per step but, over the demo's 2000
+            # head steps, ended 0.77 dB lower held-out than this per-tensor loop (README).
             self.optimizer = torch.optim.AdamW(model.get_params(opt.lr, opt.lr_net, lr_aud=opt.lr_aud),
-                                               betas=(0.0, 0.99), eps=1e-8,
-                                               fused=self.device.type in ("cpu", "cuda"))
+                                               betas=(0.0, 0.99), eps=1e-8)
             gamma = 0.05 if opt.finetune_lips else 0.5
             iters, warmup = max(int(opt.iters), 1), int(opt.warmup_step)
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
