@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nerf_triplane.audio_nets import AudioNet
+from nerf_triplane.audio_nets import AudioNet, encode_audio_window
 from nerf_triplane.mouth import MouthBasis, MouthSupervision, aligned_mouth, concordance, shape_opening
 from nerf_triplane.sync import mouth_opening
 from tests.conftest import single_thread, tiny_args
@@ -32,7 +32,7 @@ class ToyAudioPath(torch.nn.Module):
 
     def encode_audio(self, a):
         # One window [1, A, T] -> [1, 32] or a batch [B, 1, A, T] -> [B, 32], as NeRFNetwork's.
-        return self.audio_net(a.flatten(0, -3))
+        return encode_audio_window(a, self.audio_net)
 
 
 def transform(lms: np.ndarray, angle: float, scale: float, shift) -> np.ndarray:
