@@ -90,6 +90,10 @@ class NeRFNetwork(NeRFRenderer):
                 [[0.01, 0.01, 0.1, 1.0], [-0.1, -0.1, 0.1, 1.0], [0.1, -0.1, 0.1, 1.0]]))
             self.torso_deform_encoder = FreqEncoder(input_dim=2, degree=8)
             self.anchor_encoder = FreqEncoder(input_dim=6, degree=3)
+            # Identity unless --torso_pose_norm fits them to the training poses
+            # (``normalise_anchors``); kept in checkpoints so renders use the same map.
+            self.register_buffer("anchor_mean", torch.zeros(6))
+            self.register_buffer("anchor_scale", torch.ones(6))
             cond_dim = (self.torso_deform_encoder.output_dim + self.anchor_encoder.output_dim
                         + self.individual_dim_torso)
             self.torso_deform_net = MLP(cond_dim, 2, 32, 3)
@@ -196,6 +200,38 @@ class NeRFNetwork(NeRFRenderer):
 
     # ---- torso -------------------------------------------------------------------------
 
+    def project_anchors(self, poses: torch.Tensor) -> torch.Tensor:
+        """The three anchor points seen from each head pose: mapped by the inverse pose and
+        projected to 2D.
+
+        Args:
+            poses: head poses (camera-to-world, ngp convention) [P, 4, 4].
+        Returns:
+            [P, 6] (x, y of each anchor, unitless image-plane coordinates).
+        """
+        anchors = self.anchor_points[None] @ poses.transpose(1, 2).inverse()  # [P, 3, 4]
+        return (anchors[..., :2] / anchors[..., 3:] / anchors[..., 2:3]).reshape(poses.shape[0], -1)
+
+    @torch.no_grad()
+    def normalise_anchors(self, poses: torch.Tensor, spread: float) -> None:
+        """Standardise the projected anchors over the training poses (``--torso_pose_norm``).
+
+        As the head turns, the anchors move by about 1 % of the frame (french.mp4: std 0.01
+        over 1146 poses), so without this the torso's deformation MLP sees the pose as a tiny
+        signal and learns the body's sway slowly. Afterwards the anchors of the training
+        poses have mean 0 and standard deviation ``spread`` per coordinate; the map is fixed
+        (buffers ``anchor_mean``, ``anchor_scale`` [6]) while the anchor points keep learning.
+
+        Args:
+            poses: training head poses [P, 4, 4].
+            spread: target standard deviation (> 0).
+        """
+        anchors = self.project_anchors(poses.to(self.anchor_points.device).float())
+        # A static camera track has no spread: keep the scale at 0.1 % of the frame at least.
+        std = anchors.std(0, unbiased=False).clamp_min(1e-3) if anchors.shape[0] > 1 else torch.ones_like(anchors[0])
+        self.anchor_mean.copy_(anchors.mean(0))
+        self.anchor_scale.copy_(std / spread)
+
     def forward_torso(self, x: torch.Tensor, poses: torch.Tensor, c: torch.Tensor | None = None):
         """Torso alpha and colour at image-plane coordinates.
 
@@ -207,9 +243,7 @@ class NeRFNetwork(NeRFRenderer):
             alpha [N, 1], color [N, 3] (both in (-0.001, 1.001)), deformation dx [N, 2].
         """
         x = x * self.opt.torso_shrink
-        # Anchors follow the head: map them by the inverse pose and project them to 2D.
-        anchors = self.anchor_points[None] @ poses.transpose(1, 2).inverse()  # [1, 3, 4]
-        anchors = (anchors[..., :2] / anchors[..., 3:] / anchors[..., 2:3]).reshape(1, -1)  # [1, 6]
+        anchors = (self.project_anchors(poses) - self.anchor_mean) / self.anchor_scale  # [1, 6]
         h = [self.torso_deform_encoder(x), self.anchor_encoder(anchors).expand(x.shape[0], -1)]
         if c is not None and self.individual_dim_torso > 0:
             h.append(c.reshape(1, -1).expand(x.shape[0], -1))

@@ -26,6 +26,8 @@ def check_numbers(opt) -> None:
         value = getattr(opt, flag)
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"--{flag} {value}: must be a positive finite number")
+    if not (math.isfinite(opt.torso_pose_norm) and opt.torso_pose_norm >= 0):
+        raise ValueError(f"--torso_pose_norm {opt.torso_pose_norm}: must be 0 (off) or a positive finite number")
     # Checked here, after the preset filled in the values it sets.
     if opt.mouth_crossfit and (opt.mouth_teacher <= 0 or opt.mouth_pretrain <= 0):
         raise ValueError("--mouth_crossfit sets what --mouth_teacher's steps show, from audio paths fitted for "

@@ -12,7 +12,7 @@ MAIN_SECTIONS: dict[str, tuple[str, ...]] = {
     "rendering": ("cuda_ray", "grid_size", "max_steps", "num_steps", "upsample_steps", "update_extra_interval",
                   "grid_sample", "max_ray_batch", "dt_gamma", "min_near", "density_thresh", "smooth_path",
                   "smooth_path_window"),
-    "torso": ("torso", "head_ckpt", "torso_shrink", "density_thresh_torso", "ind_dim_torso"),
+    "torso": ("torso", "head_ckpt", "torso_shrink", "torso_pose_norm", "density_thresh_torso", "ind_dim_torso"),
     "lips": ("finetune_lips", "patch_size", "smooth_lips", "init_lips"),
     "audio": ("asr_model", "asr_weights", "aud", "att", "emb"),
     "evaluation": ("test", "test_train", "full_frame", "lpips_weights"),

@@ -100,6 +100,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="also condition density on the upper face (brow raise l/r, furrow, eye openness l/r "
                         "from <path>/expressions.csv) through the eye attention; needs --exp_eye (-O)")
     g.add_argument("--torso_shrink", type=float, default=0.8, help="scale of torso 2D coordinates before deformation")
+    g.add_argument("--torso_pose_norm", type=float, default=0.0,
+                   help="standardise the torso's pose input (projected anchors) over the training poses to this "
+                        "standard deviation (0 = off, the reference's raw anchors)")
     g.add_argument("--color_space", type=str, default="srgb", help="srgb | linear")
     g.add_argument("--preload", type=int, default=0, help="0: read images per step, 1: preload to RAM, 2: also to the GPU")
     g.add_argument("--bound", type=float, default=1, help="scene box [-bound, bound]^3")
@@ -116,8 +119,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--lips_rays", type=float, default=0.0,
                    help="fraction of each training batch drawn inside the lips square (0 = uniform)")
     g.add_argument("--error_map", type=float, default=0.0,
-                   help="fraction of each head training batch drawn in proportion to a coarse per-image map of "
-                        "recent colour error (nerf_triplane/error_map.py; 0 = off, the reference)")
+                   help="fraction of each head or torso training batch drawn in proportion to a coarse per-image "
+                        "map of recent colour error (nerf_triplane/error_map.py; 0 = off, the reference)")
     g.add_argument("--mouth_sup", type=float, default=0.0,
                    help="weight of the mouth-shape target of the audio code (0 = off, the reference)")
     g.add_argument("--mouth_pretrain", type=int, default=0,

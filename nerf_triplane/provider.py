@@ -316,9 +316,9 @@ class NeRFDataset:
         self.landmarks = np.stack([read_lms(self.root / "ori_imgs" / f"{i}.lms") for i in self.img_ids]) / downscale
         self.rects = [landmark_rects(lms, self.H, self.W) for lms in self.landmarks]
 
-        # Only head batches of single rays sample by error (see ``_rays``).
+        # Batches of single rays (head or torso) sample by error (see ``_rays``).
         self.error_map = None
-        if self.training and opt.error_map > 0 and not opt.torso and opt.patch_size == 1 and not opt.finetune_lips:
+        if self.training and opt.error_map > 0 and opt.patch_size == 1 and not opt.finetune_lips:
             self.error_map = ErrorMap(self.num_frames, self.H, self.W, self.device)
 
         self.bg_img = self._color(torch.from_numpy(load_background(opt.bg_img, self.root, self.H, self.W)))
@@ -431,13 +431,16 @@ class NeRFDataset:
             rect = self.rects[f]["lips"]
             results["rect"] = rect
             return get_rays(pose, self.intrinsics, self.H, self.W, rect=rect)
-        head_only = self.training and not self.opt.torso and self.opt.patch_size == 1
-        if head_only and (self.opt.face_rays > 0 or self.opt.lips_rays > 0 or self.error_map is not None):
+        single = self.training and self.opt.patch_size == 1
+        head_only = single and not self.opt.torso
+        if single and (self.error_map is not None or head_only and (self.opt.face_rays > 0 or self.opt.lips_rays > 0)):
             # The head fills a small part of the frame and everything around it is copied
             # from GT, so rays inside the face (and the few hundred lip pixels, whose motion
-            # the audio must explain) buy the most per step on a slow device.
-            n_face = int(round(self.num_rays * self.opt.face_rays))
-            n_lips = int(round(self.num_rays * self.opt.lips_rays))
+            # the audio must explain) buy the most per step on a slow device. The torso's
+            # rays go uniform or by error only: its hard pixels (collar, tie, shoulder edges)
+            # are what the error map finds.
+            n_face = int(round(self.num_rays * self.opt.face_rays)) if head_only else 0
+            n_lips = int(round(self.num_rays * self.opt.lips_rays)) if head_only else 0
             parts = [rect_random_pixels(self.H, self.W, n, self.rects[f][name], self.device)
                      for name, n in (("face", n_face), ("lips", n_lips)) if n > 0]
             n_err = int(round(self.num_rays * self.opt.error_map)) if self.error_map is not None else 0

@@ -465,6 +465,8 @@ class Trainer:
                          f"{time.time() - started:.0f} s: their first mouth component correlates "
                          f"{self.mouth.agreement(codes):.2f} with the measured one")
         self.train_frames = n
+        if opt.torso and opt.torso_pose_norm > 0 and self.global_step == 0:
+            self.model.normalise_anchors(dataset.poses, opt.torso_pose_norm)
         if opt.cuda_ray:
             self.model.mark_untrained_grid(dataset.poses, dataset.intrinsics)
 

@@ -93,3 +93,20 @@ def test_dataset_draws_a_share_from_the_map_and_the_trainer_fills_it(subject, tm
     recorded = loader._data.error_map
     assert recorded.seen.any(dim=1).sum() == trainer.global_step  # one frame per step
     assert recorded.shared_seen.all() and (recorded.shared < 1).all()
+
+
+def test_torso_batches_draw_by_error_and_never_from_the_face_or_lips(subject, tmp_path):
+    opt = parse_args(tiny_args(subject, tmp_path / "ws", "--torso", "--error_map", "0.5", "--lips_rays", "0.5"))
+    ds = NeRFDataset(opt, type="train")
+    em = ds.error_map
+    assert em is not None
+    hot = em.cell_of(torch.arange(ds.H * ds.W)) == 0
+    em.record(0, torch.arange(ds.H * ds.W), hot.float())
+    torch.manual_seed(0)
+    pixels = ds.collate([0])["pixels"]
+    # Half by error (all in the hot cell); the rest uniform: the lips share is a head setting.
+    lips = ds.rects[0]["lips"]
+    rows, cols = pixels // ds.W, pixels % ds.W
+    in_lips = ((rows >= lips[0]) & (rows < lips[1]) & (cols >= lips[2]) & (cols < lips[3])).float().mean().item()
+    assert hot[pixels].sum().item() >= opt.num_rays // 2
+    assert in_lips < 0.2

@@ -1,5 +1,9 @@
-"""Torso training from a frozen head checkpoint (--torso --head_ckpt) and head+torso rendering."""
+"""Torso training from a frozen head checkpoint (--torso --head_ckpt), head+torso rendering and
+scripts/torso_psnr.py."""
 import json
+import shutil
+import sys
+from pathlib import Path
 
 import cv2
 
@@ -12,6 +16,8 @@ from nerf_triplane.options import parse_args
 from nerf_triplane.provider import NeRFDataset
 from nerf_triplane.trainer import Trainer
 from tests.conftest import HEAD_ITERS, SUBJECT_FRAMES, TRAIN_FRAMES, error_line, tiny_args
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TORSO_ITERS = 2 * HEAD_ITERS
@@ -113,3 +119,73 @@ def test_head_checkpoint_must_match_the_data(subject, trained_head, tmp_path, ca
     torch.save(other, tmp_path / "other_dim.pth")
     assert cli.main(base + ["--head_ckpt", str(tmp_path / "other_dim.pth")]) == 2
     assert "dim 29" in error_line(capsys)
+
+
+def test_pose_norm_standardises_the_anchors_of_the_training_poses(subject, tmp_path):
+    opt = parse_args(tiny_args(subject, tmp_path / "ws", "--torso", "--torso_pose_norm", "0.5", "--iters", 2,
+                               "--ind_dim_torso", 0))
+    train_set = NeRFDataset(opt, type="train")
+    model = NeRFNetwork(opt, audio_dim=train_set.audio_dim)
+    poses = train_set.poses.float()
+    x = torch.rand(64, 2) * 2 - 1
+    with torch.no_grad():
+        # Off (the buffers' initial identity map), forward_torso sees the reference's raw anchors.
+        raw = model.project_anchors(poses)
+        alpha_raw = model.forward_torso(x, poses[3:4])[0]
+        model.anchor_mean.copy_(raw.mean(0))
+        assert not torch.allclose(model.forward_torso(x, poses[3:4])[0], alpha_raw)
+    trainer = Trainer(opt, model, opt.workspace, "cpu")
+    trainer.prepare_training(train_set)
+    with torch.no_grad():
+        normed = (model.project_anchors(poses) - model.anchor_mean) / model.anchor_scale
+    assert normed.mean(0).abs().max() < 1e-4
+    assert torch.allclose(normed.std(0, unbiased=False), torch.full((6,), 0.5), atol=1e-3)
+    # The map is part of the checkpoint: a resumed run and a render use the one it was fitted with.
+    assert trainer.train(train_set.dataloader())
+    mean, scale = model.anchor_mean.clone(), model.anchor_scale.clone()
+    resumed = Trainer(opt, NeRFNetwork(opt, audio_dim=train_set.audio_dim), opt.workspace, "cpu")
+    resumed.load_checkpoint("latest")
+    resumed.prepare_training(train_set)
+    assert torch.equal(resumed.model.anchor_mean, mean) and torch.equal(resumed.model.anchor_scale, scale)
+
+
+def test_pose_norm_of_a_static_track_and_a_bad_value(subject, tmp_path, capsys):
+    opt = parse_args(tiny_args(subject, tmp_path / "ws", "--torso"))
+    model = NeRFNetwork(opt, audio_dim=NeRFDataset(opt, type="train").audio_dim)
+    still = torch.eye(4).repeat(5, 1, 1)
+    still[:, 2, 3] = 2.0
+    model.normalise_anchors(still, 1.0)
+    assert torch.isfinite(model.anchor_scale).all() and (model.anchor_scale >= 1e-3).all()
+    assert cli.main(tiny_args(subject, tmp_path / "ws", "--torso", "--torso_pose_norm", "-1")) == 2
+    assert "--torso_pose_norm -1.0: must be 0 (off) or a positive finite number" in error_line(capsys)
+
+
+
+@pytest.mark.slow
+def test_torso_psnr_scores_the_body_and_tells_a_trained_torso_from_a_broken_one(subject, torso_run, trained_head,
+                                                                                   tmp_path, capsys):
+    import torso_psnr
+
+    ws = torso_run["ws"]
+    assert torso_psnr.main(tiny_args(subject, ws, "--every", 1)) == 0
+    good = json.loads(capsys.readouterr().out)
+    assert good["frames"] == SUBJECT_FRAMES - SUBJECT_FRAMES * 10 // 11 and good["split"] == "val"
+    assert abs(sum(good["shares"].values()) - 1) < 1e-6 and good["shares"]["torso"] > 0.05
+    assert good["body_psnr"] > 15 and good["psnr"] > 15
+    # The same workspace with the torso's colour/alpha MLP zeroed: alpha and colour 0.5 everywhere.
+    broken = tmp_path / "broken"
+    shutil.copytree(ws, broken)
+    for path in (broken / "checkpoints").glob("*.pth"):
+        ckpt = torch.load(path, weights_only=False)
+        for key in ckpt["model"]:
+            if key.startswith("torso_net"):
+                ckpt["model"][key].zero_()
+        ckpt.pop("ema", None)
+        torch.save(ckpt, path)
+    assert torso_psnr.main(tiny_args(subject, broken, "--every", 1)) == 0
+    bad = json.loads(capsys.readouterr().out)
+    assert bad["body_psnr"] < good["body_psnr"] - 3
+    assert torso_psnr.main(tiny_args(subject, trained_head)) == 2
+    assert "no torso branch" in error_line(capsys)
+    assert torso_psnr.main(tiny_args(subject, ws, "--every", 0)) == 2
+    assert "--every takes a positive integer" in error_line(capsys)
