@@ -2,7 +2,8 @@
 
     python -m nerf_triplane.presets cpu --stage head     # prints the main.py flags of a stage
 
-Each preset has common flags (every stage and --test) and per-stage iteration counts.
+Each preset has common flags (every stage and --test), flags of its torso stage (training
+and ``--torso --test``) and per-stage iteration counts.
 ``--iters`` is the *total* step count of a workspace, as in the reference: the lips stage
 resumes the head checkpoint and runs ``head + lips`` steps in all.
 
@@ -56,6 +57,15 @@ PSNR 30.93 -> 31.82, 31.26 -> 31.84 dB (above the brows 27.96 -> 29.13, 28.95 ->
 0.76 -> 0.72, 0.72 -> 0.64: the frame gains, the mouth loses on fold 4; May_5s (``--folds 2
 --only 1 --iters 1000``): PSNR 29.77 -> 29.31 dB, LMD 3.21 -> 3.78 px, mouth_corr 0.20 -> 0.11.
 ``--error_map`` has no A/B yet.
+Torso stage: ``--ind_dim_torso 0 --torso_pose_norm 1 --lr_net 0.005`` (no per-frame torso codes,
+the pose input standardised over the training poses, a 5x MLP learning rate). A/B by
+``scripts/torso_psnr.py`` (held-out body = neck + torso pixels of torso-only renders; 4584 torso
+steps from the fold's head checkpoint), old (``--ind_dim_torso 8``, raw anchors, ``--lr_net
+0.001``) -> new: french fold 4, seeds 0/1/2: 20.34/19.39/20.76 -> 22.60/20.71/21.34 dB; fold 0:
+17.18 -> 17.90; May_5s (last 11 frames): 26.04 -> 26.88; head + torso test render, fold 4,
+seed 0: 25.83 -> 27.00 dB. Adopted (fold 4 means 20.16 -> 21.55; the seed ranges touch). Not adopted (fold 4, seed 0, body dB): anchor spread 0.25
+(21.94) or 2 (21.69), ``--lr_net 0.001`` with standardised anchors (20.55), 20000 steps (22.16),
+``--error_map 0.5`` (19.94).
 
 ``tiny``: smoke runs (CI, tests): a few dozen steps on 256 rays and a 32³ grid.
 
@@ -78,6 +88,7 @@ PRESETS: dict[str, dict] = {
     "cpu": {
         "flags": {"O": True, "num_rays": 4096, "grid_size": 64, "max_steps": 16, "ind_dim": 0,
                   "lips_rays": 0.2, "mouth_sup": 1.0, "mouth_pretrain": 600},
+        "torso_flags": {"ind_dim_torso": 0, "torso_pose_norm": 1.0, "lr_net": 0.005},
         "iters": {"head": 16000, "lips": 1500, "torso": 4000},
     },
     "tiny": {
@@ -112,7 +123,7 @@ def stage_settings(name: str, stage: str) -> dict:
     elif stage == "lips":
         settings.update(LIPS_FLAGS, iters=iters["head"] + iters["lips"])
     elif stage == "torso":
-        settings.update(torso=True, iters=iters["torso"])
+        settings.update(preset.get("torso_flags", {}), torso=True, iters=iters["torso"])
     return settings
 
 

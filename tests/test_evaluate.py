@@ -331,6 +331,17 @@ def test_presets_explicit_flags_win(tmp_path):
     assert opt.patch_size == 32 and opt.iters == 125000 and opt.num_rays == 65536
 
 
+def test_presets_torso_flags_reach_only_the_torso_stage(tmp_path):
+    head = parse_args([str(tmp_path), "--preset", "cpu"])
+    presets.apply_preset(head)
+    assert head.lr_net == 0.001 and head.torso_pose_norm == 0  # the reference's values
+    argv = [str(tmp_path), "--preset", "cpu", "--torso", "--lr_net", "0.002"]
+    torso = parse_args(argv)
+    presets.apply_preset(torso, argv)
+    assert torso.torso_pose_norm == 1.0 and torso.ind_dim_torso == 0 and torso.lr_net == 0.002
+    assert "--torso_pose_norm" not in presets.stage_flags("cpu", "head")
+
+
 def test_presets_errors_and_cli(capsys):
     opt = parse_args(["x", "--preset", "nope"])
     with pytest.raises(ValueError, match="paper, cpu, tiny"):
