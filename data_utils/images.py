@@ -1,5 +1,5 @@
 """Reading frames and renders as RGB arrays, with one error line naming the file and the fix;
-writing the per-frame PNG maps fast."""
+writing the per-frame PNG maps fast; the bounding box of a mask."""
 from __future__ import annotations
 
 import os
@@ -25,6 +25,16 @@ def read_rgb(path: Path, fix: str = "the file is missing or corrupt: re-run data
     if bgr is None:
         raise FileNotFoundError(f"cannot read image {path}; {fix}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(r0, r1, c0, c1)`` (ends exclusive) of the True pixels of ``[H, W]`` bool
+    ``mask``; None when there are none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_utils.atomic import atomic_path, atomic_paths
-from data_utils.images import write_png
+from data_utils.images import mask_bbox, write_png
 from data_utils.landmarks import list_frames, read_rgb
 from data_utils.workers import map_jobs
 
@@ -83,7 +83,9 @@ def _skin_range(rgb: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarr
         rgb: frame ``[H, W, 3]`` uint8.
         face: ``[H, W]`` bool face polygon.
     """
-    rows, cols = np.nonzero(face)
+    r0, r1, c0, c1 = mask_bbox(face) or (0, 0, 0, 0)
+    rows, cols = np.nonzero(face[r0:r1, c0:c1])  # the face's box only: same pixels, same order
+    rows, cols = rows + r0, cols + c0
     step = max(1, len(rows) // 4000)  # a few thousand samples give a stable median
     lab = cv2.cvtColor(rgb[rows[::step], cols[::step]][None], cv2.COLOR_RGB2LAB)[0].astype(np.float32)
     ab = lab[:, 1:]
@@ -131,16 +133,21 @@ def labels_from_person_and_landmarks(rgb: np.ndarray, person: np.ndarray, lms: n
     r1 = min(max(int(chin_y + _NECK_DEPTH * jaw_width), 0), h)
     neck = np.zeros((h, w), dtype=bool)
     if c1 > c0 and r1 > 0:
-        # Everything below happens inside the neck band above the shoulder line only.
-        lab = cv2.cvtColor(rgb[:r1, c0:c1], cv2.COLOR_RGB2LAB)
+        # Everything below happens inside the neck band above the shoulder line only, and from
+        # 4 rows above the band's first row under the cut line: higher rows are never neck, and
+        # the 5x5 closing (a dilation then an erosion) reaches 4 rows up, so the rows that can
+        # be neck come out as if the band started at the image top.
+        below = ~above_cut[:r1, c0:c1]
+        r0 = max(int(np.argmax(below.any(axis=1))) - 4, 0)
+        below = below[r0:]
+        lab = cv2.cvtColor(rgb[r0:r1, c0:c1], cv2.COLOR_RGB2LAB)
         skin = cv2.inRange(lab, *_skin_range(rgb, face)) > 0
-        cand = person[:r1, c0:c1] & ~head[:r1, c0:c1] & skin
+        cand = person[r0:r1, c0:c1] & ~head[r0:r1, c0:c1] & skin
         cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
         # The neck hangs from the cut line: keep each column's unbroken run of candidates below it.
-        below = ~above_cut[:r1, c0:c1]
         blocked = below & ~cand
-        first_block = np.where(blocked.any(axis=0), np.argmax(blocked, axis=0), r1)
-        neck[:r1, c0:c1] = cand & below & (rows[:r1] < first_block[None, :])
+        first_block = np.where(blocked.any(axis=0), np.argmax(blocked, axis=0), r1 - r0)
+        neck[r0:r1, c0:c1] = cand & below & (rows[: r1 - r0] < first_block[None, :])
 
     labels = np.zeros((h, w), dtype=np.uint8)
     labels[person] = TORSO

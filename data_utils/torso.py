@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from data_utils.atomic import atomic_paths
-from data_utils.images import write_png
+from data_utils.images import mask_bbox, write_png
 from data_utils.landmarks import list_frames
 from data_utils.parsing import BACKGROUND, HEAD, NECK, TORSO, read_labels
 from data_utils.workers import map_jobs
@@ -85,13 +85,13 @@ def _blur_where(image: np.ndarray, mask: np.ndarray, ksize: int = 5) -> None:
         image: ``[H, W, C]`` uint8, modified in place.
         mask: ``[H, W]`` bool.
     """
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    if len(rows) == 0:
+    box = mask_bbox(mask)
+    if box is None:
         return
     r = ksize // 2
     h, w = mask.shape
-    r0, r1 = max(rows[0] - r, 0), min(rows[-1] + r + 1, h)
-    c0, c1 = max(cols[0] - r, 0), min(cols[-1] + r + 1, w)
+    r0, r1 = max(box[0] - r, 0), min(box[1] + r, h)
+    c0, c1 = max(box[2] - r, 0), min(box[3] + r, w)
     blurred = cv2.GaussianBlur(image[r0:r1, c0:c1], (ksize, ksize), 0)
     cv2.copyTo(blurred, mask[r0:r1, c0:c1].view(np.uint8), image[r0:r1, c0:c1])
 

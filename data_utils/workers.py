@@ -26,7 +26,8 @@ def map_jobs(fn: Callable[[object], None], jobs: Sequence, workers: int, desc: s
             e.g. to build a model each worker keeps.
         start: ``multiprocessing`` start method. ``"fork"`` starts in milliseconds; ``"spawn"``
             gives fresh interpreters, needed by MediaPipe graphs, which abort in a child forked
-            from a process that already ran one (as the landmark step does).
+            from a process that already ran one (as the landmark step does). Spawned workers
+            import the calling script again, so it needs the ``if __name__ == "__main__":`` guard.
     """
     progress = tqdm(total=len(jobs), desc=desc, unit="frame")
     try:

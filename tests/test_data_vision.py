@@ -280,6 +280,16 @@ def test_torso_neck_inpainting_reaches_up_and_is_blurred():
     assert abs(int(rgba[30, 4, 0]) - 150 * torso.DARKEN**31) <= 3, "darkened copy of the neck colour"
 
 
+def test_mask_bbox():
+    from data_utils.images import mask_bbox
+
+    mask = np.zeros((8, 9), bool)
+    assert mask_bbox(mask) is None
+    mask[2, 7] = mask[5, 3] = True
+    assert mask_bbox(mask) == (2, 6, 3, 8)
+    assert mask_bbox(np.ones((8, 9), bool)) == (0, 8, 0, 9)
+
+
 @pytest.mark.parametrize("box", [(20, 30, 5, 17), (0, 4, 0, 3), (35, 40, 25, 32), (0, 40, 0, 32), None])
 def test_blur_where_equals_blurring_the_whole_image(box):
     rng = np.random.default_rng(0)
