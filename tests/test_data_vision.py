@@ -170,6 +170,20 @@ def test_parsing_uses_reference_colours_and_covers_the_face(clip):
         assert labels[500, 256] in (NECK, TORSO)
 
 
+def test_parsing_in_one_process_equals_the_worker_processes(clip, tmp_path):
+    root, _ = clip  # the fixture parsed with the default 2 workers
+    ori = tmp_path / "ori_imgs"
+    ori.mkdir()
+    for k in range(4):
+        for suffix in (".jpg", ".lms"):
+            shutil.copy(root / "ori_imgs" / f"{k}{suffix}", ori / f"{k}{suffix}")
+    parsing.parse_folder(ori, tmp_path / "parsing", workers=1)
+    for k in range(4):
+        np.testing.assert_array_equal(parsing.read_labels(tmp_path / "parsing" / f"{k}.png"),
+                                      parsing.read_labels(root / "parsing" / f"{k}.png"))
+    assert sorted(p.name for p in (tmp_path / "parsing").iterdir()) == [f"{k}.png" for k in range(4)]
+
+
 def test_labels_round_trip_through_colours():
     labels = np.random.default_rng(0).integers(0, 4, size=(7, 9)).astype(np.uint8)
     np.testing.assert_array_equal(parsing.bgr_to_labels(parsing.labels_to_bgr(labels)), labels)
