@@ -127,10 +127,10 @@ def atomic_paths(finals: list[str | os.PathLike]) -> Iterator[list[Path]]:
 
     For steps writing a file per frame: an ``fsync`` per file (plus one of its folder) costs about
     2 ms each, which for 1260 frames is seconds, while one flush of the whole batch costs a
-    fraction of that (``os.sync()`` also flushes other programs' pending writes; on this
-    pipeline's machines that is little). No final name ever points at unsynced data; a killed block leaves only
-    temporaries (:func:`remove_stale_temps` deletes them) and the old files untouched. The
-    temporary names are fixed before the block runs, so worker processes can write them.
+    fraction of that (``os.sync()`` also waits for other programs' pending writes). No final
+    name ever points at unsynced data; a killed block leaves only temporaries
+    (:func:`remove_stale_temps` deletes them) and the old files untouched. The temporary names
+    are fixed before the block runs, so worker processes can write them.
     """
     finals = [Path(f) for f in finals]
     tmps = [_temp_sibling(f) for f in finals]
@@ -142,7 +142,8 @@ def atomic_paths(finals: list[str | os.PathLike]) -> Iterator[list[Path]]:
         yield tmps
         missing = [f for f, t in zip(finals, tmps) if not t.exists()]
         if missing:
-            raise FileNotFoundError(f"writer produced no file for {len(missing)} of {len(finals)} outputs, e.g. {missing[0]}")
+            raise FileNotFoundError(
+                f"writer produced no file for {len(missing)} of {len(finals)} outputs, e.g. {missing[0]}")
         for final in finals:
             pause_point(f"write:{final.parent.name}/{final.name}")
         os.sync()  # one flush for the whole batch (Linux: returns once the data is on the disk)

@@ -255,8 +255,8 @@ def run_pipeline(args: argparse.Namespace, echo: Callable[[str], None] = print) 
     Returns:
         ``dict(video, steps={name: dict(task, status 'done'|'skipped', seconds, cpu_seconds,
         result)}, total_seconds)``; the same is merged into ``<folder>/process_log.json``.
-        ``cpu_seconds`` (done steps) is the step's CPU time over all its processes: unlike the
-        wall ``seconds`` it barely depends on what else the machine runs.
+        ``cpu_seconds`` is the step's CPU time over all its processes: unlike the wall
+        ``seconds`` it barely depends on what else the machine runs.
 
     Raises:
         PipelineError, FileNotFoundError, ValueError, ImportError: user-facing problems.
@@ -288,7 +288,7 @@ def run_pipeline(args: argparse.Namespace, echo: Callable[[str], None] = print) 
         label = f"[{step.number}/{len(STEPS)}] {step.name}"
         if not args.force and step.done(job):
             echo(f"{label}: outputs exist, skipped (--force to redo)")
-            run["steps"][step.name] = {"task": step.number, "status": "skipped", "seconds": 0.0}
+            run["steps"][step.name] = {"task": step.number, "status": "skipped", "seconds": 0.0, "cpu_seconds": 0.0}
             continue
         echo(f"{label} ...")
         t0, cpu0 = time.perf_counter(), _cpu_seconds()

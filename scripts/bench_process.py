@@ -6,8 +6,8 @@ The video is copied to ``<workdir>/<stem>/<stem>.mp4`` and every step runs with 
 (a temporary workdir is deleted afterwards). ``realtime_factor`` is processing seconds per
 second of video; ``ms_per_frame`` is over the 25 fps frames. ``steps_cpu_s`` / ``total_cpu_s``
 are CPU seconds over all processes of each step: on a shared machine they stay put while the
-wall times follow the other load (on an idle 2-core machine the wall time of the two-worker
-steps, parsing and torso, is about half their CPU time).
+wall times follow the other load. Parsing and torso run on two worker processes, so with two
+idle cores their wall time is below their CPU time.
 """
 from __future__ import annotations
 
