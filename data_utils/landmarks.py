@@ -21,7 +21,7 @@ import numpy as np
 
 from tqdm import tqdm
 
-from data_utils.atomic import atomic_path
+from data_utils.atomic import atomic_paths
 from data_utils.images import read_rgb  # noqa: F401  (also read through this module by parsing.py)
 from data_utils.quiet import quiet_native_logs
 
@@ -224,9 +224,9 @@ def frame_ranges(indices: list[int]) -> str:
 
 
 def write_lms(path: str | os.PathLike, lms: np.ndarray) -> None:
-    """Write ``[68, 2]`` landmarks as the reference's ``%f`` text, atomically."""
-    with atomic_path(path) as tmp:
-        np.savetxt(tmp, lms, fmt="%f")
+    """Write ``[68, 2]`` landmarks to ``path`` as the reference's ``%f`` text (not atomic by
+    itself: ``path`` is a temporary name from ``data_utils.atomic``)."""
+    np.savetxt(path, lms, fmt="%f")
 
 
 def detect_folder(ori_dir: str | os.PathLike, engine: str = "mediapipe", max_missing: float = 0.1) -> dict:
@@ -269,8 +269,9 @@ def detect_folder(ori_dir: str | os.PathLike, engine: str = "mediapipe", max_mis
         flat = stack.reshape(len(have), -1)
         for i in missing:
             found[i] = np.array([np.interp(i, have, flat[:, j]) for j in range(flat.shape[1])]).reshape(68, 2)
-    for i, path in enumerate(frames):
-        write_lms(path.with_suffix(".lms"), found[i])
+    with atomic_paths([path.with_suffix(".lms") for path in frames]) as tmps:
+        for i, tmp in enumerate(tmps):
+            write_lms(tmp, found[i])
     seconds = time.perf_counter() - t0
     return dict(
         n_frames=n,

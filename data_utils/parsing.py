@@ -10,11 +10,8 @@ Engines:
     (the jaw, but never higher than the mouth, so hair beside the cheeks stays head). Neck =
     skin-coloured person pixels right below the cut line, within a band under the jaw, connected
     to it column by column, down to roughly the shoulder line. Torso = all other person pixels.
-  * ``bisenet``: the reference's 19-class BiSeNet (ResNet-18 context path + feature fusion,
-    written here; parameter names match ``79999_iter.pth`` of face-parsing.PyTorch) run at 512²;
-    classes map to the four labels as the reference does (0 background, 1-13 and 17-18 head,
-    14-15 neck, 16 torso). The weights are never downloaded: put the file at
-    ``data_utils/face_parsing/79999_iter.pth`` or pass its path.
+  * ``bisenet``: the reference's 19-class BiSeNet (``data_utils/bisenet.py``); needs the
+    weights ``79999_iter.pth``, never downloaded.
 """
 from __future__ import annotations
 
@@ -24,13 +21,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
-from data_utils.atomic import atomic_path
+from data_utils.atomic import atomic_path, atomic_paths
+from data_utils.images import mask_bbox, write_png
 from data_utils.landmarks import list_frames, read_rgb
+from data_utils.workers import map_jobs
 
 BACKGROUND, HEAD, NECK, TORSO = 0, 1, 2, 3
 # Row = label above; values as cv2 stores them (B, G, R).
@@ -77,8 +73,7 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
 def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
     """Write ``[H, W]`` labels as the colour-coded PNG, atomically."""
     with atomic_path(path) as tmp:
-        # Low compression: these are large flat regions, and speed matters more than bytes here.
-        cv2.imwrite(str(tmp), labels_to_bgr(labels), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        write_png(tmp, labels_to_bgr(labels))
 
 
 def _skin_range(rgb: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +83,9 @@ def _skin_range(rgb: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarr
         rgb: frame ``[H, W, 3]`` uint8.
         face: ``[H, W]`` bool face polygon.
     """
-    rows, cols = np.nonzero(face)
+    r0, r1, c0, c1 = mask_bbox(face) or (0, 0, 0, 0)
+    rows, cols = np.nonzero(face[r0:r1, c0:c1])  # the face's box only: same pixels, same order
+    rows, cols = rows + r0, cols + c0
     step = max(1, len(rows) // 4000)  # a few thousand samples give a stable median
     lab = cv2.cvtColor(rgb[rows[::step], cols[::step]][None], cv2.COLOR_RGB2LAB)[0].astype(np.float32)
     ab = lab[:, 1:]
@@ -136,16 +133,21 @@ def labels_from_person_and_landmarks(rgb: np.ndarray, person: np.ndarray, lms: n
     r1 = min(max(int(chin_y + _NECK_DEPTH * jaw_width), 0), h)
     neck = np.zeros((h, w), dtype=bool)
     if c1 > c0 and r1 > 0:
-        # Everything below happens inside the neck band above the shoulder line only.
-        lab = cv2.cvtColor(rgb[:r1, c0:c1], cv2.COLOR_RGB2LAB)
+        # Everything below happens inside the neck band above the shoulder line only, and from
+        # 4 rows above the band's first row under the cut line: higher rows are never neck, and
+        # the 5x5 closing (a dilation then an erosion) reaches 4 rows up, so the rows that can
+        # be neck come out as if the band started at the image top.
+        below = ~above_cut[:r1, c0:c1]
+        r0 = max(int(np.argmax(below.any(axis=1))) - 4, 0)
+        below = below[r0:]
+        lab = cv2.cvtColor(rgb[r0:r1, c0:c1], cv2.COLOR_RGB2LAB)
         skin = cv2.inRange(lab, *_skin_range(rgb, face)) > 0
-        cand = person[:r1, c0:c1] & ~head[:r1, c0:c1] & skin
+        cand = person[r0:r1, c0:c1] & ~head[r0:r1, c0:c1] & skin
         cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
         # The neck hangs from the cut line: keep each column's unbroken run of candidates below it.
-        below = ~above_cut[:r1, c0:c1]
         blocked = below & ~cand
-        first_block = np.where(blocked.any(axis=0), np.argmax(blocked, axis=0), r1)
-        neck[:r1, c0:c1] = cand & below & (rows[:r1] < first_block[None, :])
+        first_block = np.where(blocked.any(axis=0), np.argmax(blocked, axis=0), r1 - r0)
+        neck[r0:r1, c0:c1] = cand & below & (rows[: r1 - r0] < first_block[None, :])
 
     labels = np.zeros((h, w), dtype=np.uint8)
     labels[person] = TORSO
@@ -191,139 +193,26 @@ class MediapipeParser:
         self._seg.close()
 
 
-DEFAULT_BISENET_WEIGHTS = Path(__file__).resolve().parent / "face_parsing" / "79999_iter.pth"
-# BiSeNet class -> our label (classes 14 neck, 15 necklace, 16 cloth; the rest of the face is head).
-BISENET_TO_LABEL = np.array([BACKGROUND] + [HEAD] * 13 + [NECK, NECK, TORSO, HEAD, HEAD], dtype=np.uint8)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+_WORKER_PARSER: MediapipeParser | None = None
 
 
-class _ConvBNReLU(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.conv(x)))
+def _start_parser() -> None:
+    """Per process: build the segmentation graph its frames share."""
+    global _WORKER_PARSER
+    _WORKER_PARSER = MediapipeParser()
 
 
-class _AttentionRefinement(nn.Module):
-    """3x3 conv, then channel re-weighting from the globally pooled features."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv = _ConvBNReLU(cin, cout, 3)
-        self.conv_atten = nn.Conv2d(cout, cout, 1, bias=False)
-        self.bn_atten = nn.BatchNorm2d(cout)
-
-    def forward(self, x):
-        feat = self.conv(x)
-        return feat * torch.sigmoid(self.bn_atten(self.conv_atten(feat.mean((2, 3), keepdim=True))))
+def _close_parser() -> None:
+    global _WORKER_PARSER
+    if _WORKER_PARSER is not None:
+        _WORKER_PARSER.close()
+        _WORKER_PARSER = None
 
 
-class _ContextPath(nn.Module):
-    """ResNet-18 features at strides 8/16/32, refined top-down with global context."""
-
-    def __init__(self):
-        super().__init__()
-        from torchvision.models import resnet18
-
-        self.resnet = resnet18(weights=None)
-        self.resnet.fc = nn.Identity()  # classification head unused; keeps the state dict clean
-        self.arm16 = _AttentionRefinement(256, 128)
-        self.arm32 = _AttentionRefinement(512, 128)
-        self.conv_head32 = _ConvBNReLU(128, 128, 3)
-        self.conv_head16 = _ConvBNReLU(128, 128, 3)
-        self.conv_avg = _ConvBNReLU(512, 128, 1)
-
-    def forward(self, x):
-        r = self.resnet
-        x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
-        feat8 = r.layer2(r.layer1(x))  # [B, 128, H/8, W/8]
-        feat16 = r.layer3(feat8)  # [B, 256, H/16, W/16]
-        feat32 = r.layer4(feat16)  # [B, 512, H/32, W/32]
-        context = self.conv_avg(feat32.mean((2, 3), keepdim=True))  # [B, 128, 1, 1]
-        up32 = F.interpolate(self.arm32(feat32) + context, size=feat16.shape[2:], mode="nearest")
-        up32 = self.conv_head32(up32)
-        up16 = F.interpolate(self.arm16(feat16) + up32, size=feat8.shape[2:], mode="nearest")
-        return feat8, self.conv_head16(up16)
-
-
-class _FeatureFusion(nn.Module):
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.convblk = _ConvBNReLU(cin, cout, 1)
-        self.conv1 = nn.Conv2d(cout, cout // 4, 1, bias=False)
-        self.conv2 = nn.Conv2d(cout // 4, cout, 1, bias=False)
-
-    def forward(self, spatial, context):
-        feat = self.convblk(torch.cat([spatial, context], dim=1))
-        atten = torch.sigmoid(self.conv2(F.relu(self.conv1(feat.mean((2, 3), keepdim=True)))))
-        return feat + feat * atten
-
-
-class _OutputHead(nn.Module):
-    def __init__(self, cin: int, mid: int, n_classes: int):
-        super().__init__()
-        self.conv = _ConvBNReLU(cin, mid, 3)
-        self.conv_out = nn.Conv2d(mid, n_classes, 1, bias=False)
-
-    def forward(self, x):
-        return self.conv_out(self.conv(x))
-
-
-class BiSeNet(nn.Module):
-    """Face-parsing BiSeNet: image ``[B, 3, H, W]`` (ImageNet-normalised) -> logits ``[B, C, H, W]``."""
-
-    def __init__(self, n_classes: int = 19):
-        super().__init__()
-        self.cp = _ContextPath()
-        self.ffm = _FeatureFusion(256, 256)
-        self.conv_out = _OutputHead(256, 256, n_classes)
-
-    def forward(self, x):
-        feat8, context8 = self.cp(x)
-        logits = self.conv_out(self.ffm(feat8, context8))
-        return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
-
-
-def load_bisenet(weights: str | os.PathLike | None = None) -> BiSeNet:
-    """BiSeNet with ``79999_iter.pth`` loaded (CPU, eval mode); FileNotFoundError when absent."""
-    path = Path(weights) if weights is not None else DEFAULT_BISENET_WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"BiSeNet face-parsing weights {path} not found; put 79999_iter.pth (face-parsing.PyTorch) "
-            f"at {DEFAULT_BISENET_WEIGHTS} or pass bisenet_weights=..., or use engine='mediapipe'"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    # The stride-16/32 auxiliary heads only served training; inference reads the fused head.
-    state = {k: v for k, v in state.items() if not k.startswith(("conv_out16.", "conv_out32."))}
-    model = BiSeNet(19)
-    model.load_state_dict(state)
-    return model.eval()
-
-
-class BisenetParser:
-    """Reference-style parsing: resize to 512², BiSeNet argmax, back to frame size (nearest)."""
-
-    def __init__(self, weights: str | os.PathLike | None = None, model: BiSeNet | None = None):
-        self.model = (model if model is not None else load_bisenet(weights)).eval()
-        self._mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-        self._std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
-
-    @torch.no_grad()
-    def classes(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 ``[H, W, 3]`` -> BiSeNet class map ``[H, W]`` uint8 (0..18)."""
-        h, w = rgb.shape[:2]
-        x = torch.from_numpy(cv2.resize(rgb, (512, 512), interpolation=cv2.INTER_LINEAR))
-        x = (x.permute(2, 0, 1)[None].float() / 255.0 - self._mean) / self._std
-        cls = self.model(x)[0].argmax(0).to(torch.uint8).numpy()
-        return cv2.resize(cls, (w, h), interpolation=cv2.INTER_NEAREST)
-
-    def parse(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 ``[H, W, 3]`` -> ``[H, W]`` uint8 labels (BACKGROUND, HEAD, NECK, TORSO)."""
-        return BISENET_TO_LABEL[self.classes(rgb)]
+def _parse_one(job: tuple[str, np.ndarray, str]) -> None:
+    """Worker: frame path, its ``[68, 2]`` landmarks, output (temporary) path -> the parsing PNG."""
+    frame_path, lms, out_path = job
+    write_png(out_path, labels_to_bgr(_WORKER_PARSER.parse(read_rgb(frame_path), lms)))
 
 
 def parse_folder(
@@ -332,8 +221,12 @@ def parse_folder(
     engine: str = "mediapipe",
     bisenet_weights: str | os.PathLike | None = None,
     model=None,
+    workers: int = 2,
 ) -> dict:
     """Write ``out_dir/<k>.png`` for every ``ori_dir/<k>.jpg``.
+
+    All maps are written under temporary names and made durable and renamed together at the
+    end (:func:`data_utils.atomic.atomic_paths`).
 
     Args:
         ori_dir: frame folder (``ori_imgs``); the mediapipe engine also reads its ``<k>.lms``.
@@ -341,6 +234,9 @@ def parse_folder(
         engine: ``"mediapipe"`` or ``"bisenet"``.
         bisenet_weights: path of ``79999_iter.pth`` (default ``data_utils/face_parsing/79999_iter.pth``).
         model: bisenet only: an already built ``BiSeNet`` to use instead of loading weights.
+        workers: mediapipe only: processes to spread the frames over, each with its own graph
+            (1 = in this process). Frames are segmented independently, so the maps do not
+            depend on it. BiSeNet runs in this process (torch already uses every core).
 
     Returns:
         dict(n_frames, seconds, ms_per_frame, engine).
@@ -349,19 +245,22 @@ def parse_folder(
         raise ValueError(f"unknown parsing engine {engine!r}; use one of {ENGINES}")
     frames = list_frames(ori_dir)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if engine == "mediapipe":
         lms_all = [read_lms(p.with_suffix(".lms")) for p in frames]  # fail before any work
-        parser = MediapipeParser()
-        try:
-            for path, lms in zip(tqdm(frames, desc="parsing", unit="frame"), lms_all):
-                write_labels(out_dir / f"{path.stem}.png", parser.parse(read_rgb(path), lms))
-        finally:
-            parser.close()
     else:
+        from data_utils.bisenet import BisenetParser  # torch: only for this engine
+
         parser = BisenetParser(weights=bisenet_weights, model=model)
-        for path in tqdm(frames, desc="parsing", unit="frame"):
-            write_labels(out_dir / f"{path.stem}.png", parser.parse(read_rgb(path)))
+    with atomic_paths([out_dir / f"{p.stem}.png" for p in frames]) as tmps:
+        if engine == "mediapipe":
+            jobs = [(str(p), lms, str(tmp)) for p, lms, tmp in zip(frames, lms_all, tmps)]
+            try:
+                map_jobs(_parse_one, jobs, workers, "parsing", initializer=_start_parser, start="spawn")
+            finally:
+                _close_parser()  # the graph built here when workers <= 1
+        else:
+            for path, tmp in zip(tqdm(frames, desc="parsing", unit="frame"), tmps):
+                write_png(tmp, labels_to_bgr(parser.parse(read_rgb(path))))
     seconds = time.perf_counter() - t0
     return dict(n_frames=len(frames), seconds=round(seconds, 3), ms_per_frame=round(1000 * seconds / len(frames), 2), engine=engine)

@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import importlib
 import json
+import resource
 import sys
 import time
 import warnings
@@ -242,12 +243,20 @@ def _parse_tasks(task: int) -> list[Step]:
 
 # ---------------------------------------------------------------------------- driver
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system, s) of this process and its finished children (worker pools, ffmpeg)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_pipeline(args: argparse.Namespace, echo: Callable[[str], None] = print) -> dict:
     """Run the selected steps on ``args.path`` and return the log entry of this run.
 
     Returns:
-        ``dict(video, steps={name: dict(task, status 'done'|'skipped', seconds, result)},
-        total_seconds)``; the same is merged into ``<folder>/process_log.json``.
+        ``dict(video, steps={name: dict(task, status 'done'|'skipped', seconds, cpu_seconds,
+        result)}, total_seconds)``; the same is merged into ``<folder>/process_log.json``.
+        ``cpu_seconds`` is the step's CPU time over all its processes: unlike the wall
+        ``seconds`` it barely depends on what else the machine runs.
 
     Raises:
         PipelineError, FileNotFoundError, ValueError, ImportError: user-facing problems.
@@ -279,14 +288,14 @@ def run_pipeline(args: argparse.Namespace, echo: Callable[[str], None] = print) 
         label = f"[{step.number}/{len(STEPS)}] {step.name}"
         if not args.force and step.done(job):
             echo(f"{label}: outputs exist, skipped (--force to redo)")
-            run["steps"][step.name] = {"task": step.number, "status": "skipped", "seconds": 0.0}
+            run["steps"][step.name] = {"task": step.number, "status": "skipped", "seconds": 0.0, "cpu_seconds": 0.0}
             continue
         echo(f"{label} ...")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         result = step.run(job)
         seconds = time.perf_counter() - t0
         entry = {"task": step.number, "status": "done", "seconds": round(seconds, 3),
-                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                 "cpu_seconds": round(_cpu_seconds() - cpu0, 3), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if isinstance(result, dict):
             entry["result"] = _jsonable(result)
         run["steps"][step.name] = entry

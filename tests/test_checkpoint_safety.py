@@ -127,11 +127,12 @@ def test_saves_sync_the_file_before_and_the_folder_after_the_rename(tmp_path, mo
     assert torch.equal(torch.load(target, weights_only=True)["x"], torch.ones(3))
 
     events.clear()
+    real_sync = os.sync
+    monkeypatch.setattr(atomic.os, "sync", lambda: (events.append(("sync",)), real_sync()))
     with atomic.atomic_dir(tmp_path / "frames") as folder:
         for k in range(3):
             (folder / f"{k}.png").write_bytes(b"x")
-    synced = [e[1] for e in events if e[0] == "fsync"]
-    first_replace = next(i for i, e in enumerate(events) if e[0] == "replace")
-    assert len(synced) == 5 and all(e[0] == "fsync" for e in events[:first_replace])  # 3 files + folder, then parent
+    # The whole folder flushed at once, then renamed, then the parent's entry synced.
+    assert [e[0] for e in events] == ["sync", "replace", "fsync"], events
     assert events[-1] == ("fsync", str(tmp_path))
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["0.png", "1.png", "2.png"]

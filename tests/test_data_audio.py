@@ -1,4 +1,5 @@
 """Audio I/O, audio features, frame extraction and atomic writes of the data pipeline."""
+import os
 import subprocess
 from pathlib import Path
 
@@ -309,6 +310,41 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(FileNotFoundError, match="produced no file"):
         with atomic.atomic_path(tmp_path / "never.txt"):
             pass
+
+
+def test_atomic_paths_commit_all_files_or_none(tmp_path):
+    finals = [tmp_path / "a" / f"{k}.txt" for k in range(3)] + [tmp_path / "b" / "0.txt"]
+    finals[0].parent.mkdir()
+    finals[0].write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_paths(finals) as tmps:
+            for tmp in tmps:
+                tmp.write_text("new")
+            raise RuntimeError("killed")
+    assert finals[0].read_text() == "old" and sorted(p.name for p in (tmp_path / "a").iterdir()) == ["0.txt"]
+    with pytest.raises(FileNotFoundError, match="produced no file for 1 of 4"):
+        with atomic.atomic_paths(finals) as tmps:
+            for tmp in tmps[:-1]:
+                tmp.write_text("new")
+    assert finals[0].read_text() == "old" and not finals[1].exists()
+    with atomic.atomic_paths(finals) as tmps:
+        assert [t.parent for t in tmps] == [f.parent for f in finals]
+        for k, tmp in enumerate(tmps):
+            tmp.write_text(str(k))
+    assert [f.read_text() for f in finals] == ["0", "1", "2", "3"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["0.txt", "1.txt", "2.txt"]
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["0.txt"]
+
+
+def test_atomic_paths_flush_once_before_any_rename(tmp_path, monkeypatch):
+    events = []
+    real_sync, real_replace = os.sync, os.replace
+    monkeypatch.setattr(atomic.os, "sync", lambda: (events.append("sync"), real_sync()))
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b)))
+    with atomic.atomic_paths([tmp_path / f"{k}.txt" for k in range(5)]) as tmps:
+        for tmp in tmps:
+            tmp.write_text("x")
+    assert events == ["sync"] + ["replace"] * 5
 
 
 def test_atomic_dir_keeps_old_folder_on_failure(tmp_path):

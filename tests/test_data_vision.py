@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_utils import background, blinks, landmarks, parsing, torso
+from data_utils import background, bisenet, blinks, landmarks, parsing, torso
 from data_utils.landmarks import MEDIAPIPE_TO_IBUG68, LandmarkDetector
 from data_utils.parsing import BACKGROUND, COLORS_BGR, HEAD, NECK, TORSO
 from tests.conftest import shared_file
@@ -170,6 +170,20 @@ def test_parsing_uses_reference_colours_and_covers_the_face(clip):
         assert labels[500, 256] in (NECK, TORSO)
 
 
+def test_parsing_in_one_process_equals_the_worker_processes(clip, tmp_path):
+    root, _ = clip  # the fixture parsed with the default 2 workers
+    ori = tmp_path / "ori_imgs"
+    ori.mkdir()
+    for k in range(4):
+        for suffix in (".jpg", ".lms"):
+            shutil.copy(root / "ori_imgs" / f"{k}{suffix}", ori / f"{k}{suffix}")
+    parsing.parse_folder(ori, tmp_path / "parsing", workers=1)
+    for k in range(4):
+        np.testing.assert_array_equal(parsing.read_labels(tmp_path / "parsing" / f"{k}.png"),
+                                      parsing.read_labels(root / "parsing" / f"{k}.png"))
+    assert sorted(p.name for p in (tmp_path / "parsing").iterdir()) == [f"{k}.png" for k in range(4)]
+
+
 def test_labels_round_trip_through_colours():
     labels = np.random.default_rng(0).integers(0, 4, size=(7, 9)).astype(np.uint8)
     np.testing.assert_array_equal(parsing.bgr_to_labels(parsing.labels_to_bgr(labels)), labels)
@@ -188,7 +202,7 @@ def test_bisenet_random_weights_and_weight_loading(tmp_path):
     ori = tmp_path / "ori_imgs"
     ori.mkdir()
     cv2.imwrite(str(ori / "0.jpg"), np.random.default_rng(0).integers(0, 255, (96, 64, 3), dtype=np.uint8))
-    model = parsing.BiSeNet(19)
+    model = bisenet.BiSeNet(19)
     stats = parsing.parse_folder(ori, tmp_path / "parsing", engine="bisenet", model=model)
     assert stats["n_frames"] == 1
     bgr = cv2.imread(str(tmp_path / "parsing" / "0.png"))
@@ -199,7 +213,7 @@ def test_bisenet_random_weights_and_weight_loading(tmp_path):
     state = dict(model.state_dict())
     state["conv_out16.conv_out.weight"] = torch.zeros(19, 64, 1, 1)
     torch.save(state, tmp_path / "79999_iter.pth")
-    loaded = parsing.load_bisenet(tmp_path / "79999_iter.pth")
+    loaded = bisenet.load_bisenet(tmp_path / "79999_iter.pth")
     torch.testing.assert_close(loaded.state_dict()["ffm.conv1.weight"], model.state_dict()["ffm.conv1.weight"])
     with pytest.raises(FileNotFoundError, match="79999_iter.pth"):
         parsing.parse_folder(ori, tmp_path / "p2", engine="bisenet", bisenet_weights=tmp_path / "absent.pth")
@@ -207,7 +221,7 @@ def test_bisenet_random_weights_and_weight_loading(tmp_path):
 
 def test_bisenet_class_mapping_matches_reference():
     expected = [BACKGROUND] + [HEAD] * 13 + [NECK, NECK, TORSO, HEAD, HEAD]
-    assert parsing.BISENET_TO_LABEL.tolist() == expected
+    assert bisenet.BISENET_TO_LABEL.tolist() == expected
 
 
 def test_background_synthetic_moving_person(tmp_path):
@@ -278,6 +292,30 @@ def test_torso_neck_inpainting_reaches_up_and_is_blurred():
     # Neck grown 3 px up (top row 57), pushed down 4 -> source row 61, copied up 53 rows -> row 9.
     assert np.all(rgba[9:, 4, 3] == 255) and np.all(rgba[:9, 4, 3] == 0)
     assert abs(int(rgba[30, 4, 0]) - 150 * torso.DARKEN**31) <= 3, "darkened copy of the neck colour"
+
+
+def test_mask_bbox():
+    from data_utils.images import mask_bbox
+
+    mask = np.zeros((8, 9), bool)
+    assert mask_bbox(mask) is None
+    mask[2, 7] = mask[5, 3] = True
+    assert mask_bbox(mask) == (2, 6, 3, 8)
+    assert mask_bbox(np.ones((8, 9), bool)) == (0, 8, 0, 9)
+
+
+@pytest.mark.parametrize("box", [(20, 30, 5, 17), (0, 4, 0, 3), (35, 40, 25, 32), (0, 40, 0, 32), None])
+def test_blur_where_equals_blurring_the_whole_image(box):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 32, 3), dtype=np.uint8)
+    mask = np.zeros((40, 32), bool)
+    if box is not None:  # a random subset of the box, which may touch the image edges
+        r0, r1, c0, c1 = box
+        mask[r0:r1, c0:c1] = rng.random((r1 - r0, c1 - c0)) < 0.6
+    expected = image.copy()
+    np.copyto(expected, cv2.GaussianBlur(image, (5, 5), 0), where=mask[..., None])
+    torso._blur_where(image, mask)
+    np.testing.assert_array_equal(image, expected)
 
 
 def test_torso_and_gt_on_real_frames(clip):

@@ -105,7 +105,7 @@ def test_task_skip_and_force(capsys, subject):
     assert log["video"] == "may.mp4" and log["meta"]["fps"] == 25
     assert set(log["steps"]) == {"audio", "features"}
     assert log["steps"]["features"]["result"]["shape"] == [30, 16, 32]
-    assert all(s["seconds"] >= 0 for s in log["steps"].values())
+    assert all(s["seconds"] >= 0 and s["cpu_seconds"] >= 0 for s in log["steps"].values())
     hidden = [p.name for p in subject.parent.iterdir() if p.name.startswith(".")]
     assert hidden == []
 
