@@ -56,6 +56,7 @@ class Job:
     video: Path
     args: argparse.Namespace
     meta: dict = field(default_factory=dict)
+    echo: Callable[[str], None] = print  # where progress lines go (stderr for scripts that print JSON)
 
     @property
     def root(self) -> Path:
@@ -166,7 +167,7 @@ def _tracking(job: Job):
     track_pt = job.root / "track_params.pt"
     if job.args.force or not track_pt.is_file():
         stats = _step_module("tracking", "tracking").track_folder(job.ori, track_pt, focal=job.args.focal,
-                                                                  log=print)
+                                                                  log=job.echo)
     else:
         stats = {"track_params": "kept"}
     written = _step_module("transforms", "tracking").write_transforms(track_pt, job.ori, job.root)
@@ -268,7 +269,7 @@ def run_pipeline(args: argparse.Namespace, echo: Callable[[str], None] = print) 
     if args.size < 64 or args.size % 2:
         raise PipelineError(f"--size must be an even number of pixels >= 64, got {args.size}")
     steps = _parse_tasks(args.task)
-    job = Job(video=video.resolve(), args=args, meta=probe_video(video))
+    job = Job(video=video.resolve(), args=args, meta=probe_video(video), echo=echo)
     check_frame_size(job.meta, job.video)
     for message in [*video_warnings(job.meta, job.video), variable_rate_warning(job.video)]:
         if message:

@@ -150,3 +150,9 @@ def test_end_to_end_folder_loads_in_the_provider(capsys, subject):
 
     code, out, _ = run_cli(capsys, subject)
     assert code == 0 and out.count("outputs exist, skipped") == 10
+
+    # Scripts that print JSON on stdout (bench_process.py) route every progress line elsewhere.
+    lines = []
+    process.run_pipeline(process.get_parser().parse_args([str(subject), "--task", "9", "--force"]), echo=lines.append)
+    assert capsys.readouterr().out == ""
+    assert any(line.startswith("tracked 30 frames") for line in lines), lines
