@@ -63,9 +63,9 @@ the pose input standardised over the training poses, a 5x MLP learning rate). A/
 steps from the fold's head checkpoint), old (``--ind_dim_torso 8``, raw anchors, ``--lr_net
 0.001``) -> new: french fold 4, seeds 0/1/2: 20.34/19.39/20.76 -> 22.60/20.71/21.34 dB; fold 0:
 17.18 -> 17.90; May_5s (last 11 frames): 26.04 -> 26.88; head + torso test render, fold 4,
-seed 0: 25.83 -> 27.00 dB. Adopted (fold 4 means 20.16 -> 21.55; the seed ranges touch). Not adopted (fold 4, seed 0, body dB): anchor spread 0.25
-(21.94) or 2 (21.69), ``--lr_net 0.001`` with standardised anchors (20.55), 20000 steps (22.16),
-``--error_map 0.5`` (19.94).
+seed 0: 25.83 -> 27.00 dB. Adopted (fold 4 means 20.16 -> 21.55; the seed ranges touch). Not
+adopted (fold 4, seed 0, body dB): anchor spread 0.25 (21.94) or 2 (21.69), ``--lr_net 0.001``
+with standardised anchors (20.55), 20000 steps (22.16), ``--error_map 0.5`` (19.94).
 
 ``tiny``: smoke runs (CI, tests): a few dozen steps on 256 rays and a 32³ grid.
 

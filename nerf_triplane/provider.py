@@ -436,9 +436,8 @@ class NeRFDataset:
         if single and (self.error_map is not None or head_only and (self.opt.face_rays > 0 or self.opt.lips_rays > 0)):
             # The head fills a small part of the frame and everything around it is copied
             # from GT, so rays inside the face (and the few hundred lip pixels, whose motion
-            # the audio must explain) buy the most per step on a slow device. The torso's
-            # rays go uniform or by error only: its hard pixels (collar, tie, shoulder edges)
-            # are what the error map finds.
+            # the audio must explain) buy the most per step on a slow device. Those rects are
+            # head settings: torso rays go uniform, or by error with --error_map.
             n_face = int(round(self.num_rays * self.opt.face_rays)) if head_only else 0
             n_lips = int(round(self.num_rays * self.opt.lips_rays)) if head_only else 0
             parts = [rect_random_pixels(self.H, self.W, n, self.rects[f][name], self.device)
