@@ -30,8 +30,6 @@ Costs about a second per frame on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -168,21 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentError:
         print("error: --frames takes a positive integer and --split val or train", file=sys.stderr)
         return 2
+    from nerf_triplane.json_output import print_result
     from nerf_triplane.options import parse_args
     from nerf_triplane.presets import apply_preset
 
-    try:
+    def compute() -> dict:
         opt = parse_args(rest)
         if opt.preset:
             apply_preset(opt, rest)
-        # Progress lines of the loaders go to stderr: stdout carries the JSON only.
-        with contextlib.redirect_stdout(sys.stderr):
-            result = audio_influence(opt, args.frames, split=args.split, measured=args.measured)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+        return audio_influence(opt, args.frames, split=args.split, measured=args.measured)
+
+    return print_result(compute, progress_to_stderr=True)
 
 
 if __name__ == "__main__":

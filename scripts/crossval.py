@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=int, nargs="*", default=None, help="folds to run (default all)")
     args, flags = parser.parse_known_args(argv)
     from data_utils.atomic import atomic_path
-    try:
+    from nerf_triplane.json_output import print_result
+
+    def compute() -> dict:
         for fold in (range(args.folds) if args.only is None else args.only):
             if not 0 <= fold < args.folds:
                 raise ValueError(f"--only {fold} is not a fold of --folds {args.folds}")
@@ -124,11 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                 Path(tmp).write_text(json.dumps(fold_row(fold, report), indent=2))
         rows = [json.loads((args.root / f"fold{k}" / "row.json").read_text()) for k in range(args.folds)
                 if (args.root / f"fold{k}" / "row.json").is_file()]
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({"data": str(args.data), "folds": args.folds, "flags": flags, "rows": rows}, indent=2))
-    return 0
+        return {"data": str(args.data), "folds": args.folds, "flags": flags, "rows": rows}
+
+    return print_result(compute)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ line and exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -153,13 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="training folder (default: the one recorded by the render)")
     parser.add_argument("--name", default=None, help="render name, e.g. heldout (default: the latest)")
     args = parser.parse_args(argv)
-    try:
-        result = error_budget(args.workspace, args.data, args.name)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+    from nerf_triplane.json_output import print_result
+
+    return print_result(lambda: error_budget(args.workspace, args.data, args.name))
 
 
 if __name__ == "__main__":

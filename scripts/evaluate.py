@@ -10,7 +10,6 @@ new-audio render) and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,21 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from nerf_triplane.evaluation import evaluate_workspace
+    from nerf_triplane.json_output import print_result
 
-    try:
+    def compute() -> dict:
         result = evaluate_workspace(args.workspace, data=args.data, name=args.name, baseline=args.baseline,
                                     lpips_weights=args.lpips_weights)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    summary = {k: result[k] for k in ("name", "frames", "metrics", "sync", "sync_gt", "baseline", "baseline_head", "jitter",
-                                     "paths")}
-    for key in ("sync", "sync_gt"):
-        if summary[key]:
-            # The per-lag list is in metrics.json; the summary stays readable.
-            summary[key] = {k: v for k, v in summary[key].items() if k != "corr"}
-    print(json.dumps(summary, indent=2))
-    return 0
+        summary = {k: result[k] for k in ("name", "frames", "metrics", "sync", "sync_gt", "baseline", "baseline_head",
+                                         "jitter", "paths")}
+        for key in ("sync", "sync_gt"):
+            if summary[key]:
+                # The per-lag list is in metrics.json; the summary stays readable.
+                summary[key] = {k: v for k, v in summary[key].items() if k != "corr"}
+        return summary
+
+    return print_result(compute)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ starting every ``--step`` frames: their ``count`` and the ``min``, ``median`` an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -78,13 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="frames per window (default: french.mp4's held-out tail)")
     parser.add_argument("--step", type=int, default=1, help="frames between window starts")
     args = parser.parse_args(argv)
-    try:
-        result = gt_sync(args.data, args.window, args.step)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+    from nerf_triplane.json_output import print_result
+
+    return print_result(lambda: gt_sync(args.data, args.window, args.step))
 
 
 if __name__ == "__main__":

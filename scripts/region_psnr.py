@@ -10,7 +10,6 @@ averaged over the frames as ``nerf_triplane.evaluation`` averages PSNR. Prints J
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -49,13 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folds", type=Path, nargs="+", help="crossval fold folders (data/ and ws/)")
     parser.add_argument("--name", default="heldout", help="render name under ws/results")
     args = parser.parse_args(argv)
-    try:
-        rows = [fold_region_psnr(f, args.name) for f in args.folds]
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(rows, indent=2))
-    return 0
+    from nerf_triplane.json_output import print_result
+
+    return print_result(lambda: [fold_region_psnr(f, args.name) for f in args.folds])
 
 
 if __name__ == "__main__":

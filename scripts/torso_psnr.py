@@ -18,8 +18,6 @@ here must agree with them. Bad input ends with one ``error:`` line and exit code
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -108,21 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from nerf_triplane.options import parse_args
     from nerf_triplane.presets import apply_preset, explicit_dests
+    from nerf_triplane.json_output import print_result
     from nerf_triplane.workspace_flags import apply_stored_flags
 
-    try:
+    def compute() -> dict:
         opt = parse_args(rest + ["--torso", "--test"])
         if opt.preset:
             apply_preset(opt, rest)
         apply_stored_flags(opt, explicit_dests(rest))
-        # Progress lines of the loaders go to stderr: stdout carries the JSON only.
-        with contextlib.redirect_stdout(sys.stderr):
-            result = torso_psnr(opt, split=args.split, every=args.every)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+        return torso_psnr(opt, split=args.split, every=args.every)
+
+    return print_result(compute, progress_to_stderr=True)
 
 
 if __name__ == "__main__":
