@@ -10,6 +10,19 @@ from tests.conftest import TRAIN_FRAMES, error_line, single_thread, tiny_args
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 
+def save_without_audio(workspace: Path, path: Path) -> Path:
+    """Write the weights of ``workspace``'s newest checkpoint to ``path`` with AudioNet's output
+    layer zeroed: every audio window then gives the same code. Returns ``path``."""
+    import torch
+
+    latest = max((workspace / "checkpoints").glob("ngp_ep*.pth"), key=lambda p: p.stat().st_mtime)
+    state = torch.load(latest, map_location="cpu", weights_only=True)["model"]
+    for key in ("audio_net.encoder_fc1.2.weight", "audio_net.encoder_fc1.2.bias"):
+        state[key] = torch.zeros_like(state[key])
+    torch.save(state, path)
+    return path
+
+
 def test_audio_influence_cli(subject, trained_head, capsys):
     import audio_influence
 
@@ -47,21 +60,14 @@ def test_audio_influence_same_audio_changes_nothing(subject, trained_head):
 def test_audio_influence_is_zero_without_an_audio_path(subject, trained_head, tmp_path):
     """The same head with AudioNet's output layer zeroed sees every audio window as silence:
     own and other audio render alike, where the trained head's renders differ."""
-    import torch
-
     import audio_influence
     from nerf_triplane.options import parse_args
 
-    latest = max((trained_head / "checkpoints").glob("ngp_ep*.pth"), key=lambda p: p.stat().st_mtime)
-    state = torch.load(latest, map_location="cpu", weights_only=True)["model"]
-    for key in ("audio_net.encoder_fc1.2.weight", "audio_net.encoder_fc1.2.bias"):
-        state[key] = torch.zeros_like(state[key])
-    torch.save(state, tmp_path / "no_audio.pth")
+    no_audio = save_without_audio(trained_head, tmp_path / "no_audio.pth")
     with single_thread():
         args = tiny_args(subject, trained_head)
         trained = audio_influence.audio_influence(parse_args(args), 3, split="train")
-        muted = audio_influence.audio_influence(parse_args([*args, "--ckpt", str(tmp_path / "no_audio.pth")]), 3,
-                                                split="train")
+        muted = audio_influence.audio_influence(parse_args([*args, "--ckpt", str(no_audio)]), 3, split="train")
     assert trained["change"] > 1e-4
     assert muted["change"] == 0 and muted["psnr_gain"] == 0 and muted["ratio"] == 1
 
@@ -122,20 +128,14 @@ def test_audio_influence_tells_an_audio_driven_head_from_a_deaf_one(subject, aud
     """The same trained head scored twice over all training frames: as trained, its lips are
     clearly closer to GT with their own audio (ratio > 1.1, > 0.3 dB); with AudioNet's output
     layer zeroed, every audio window gives the same code and the ratio is exactly 1."""
-    import torch
-
     import audio_influence
 
     args = [str(subject), "--workspace", str(audio_head), "--device", "cpu", *AUDIO_HEAD_FLAGS, "--split", "train"]
-    latest = max((audio_head / "checkpoints").glob("ngp_ep*.pth"), key=lambda p: p.stat().st_mtime)
-    state = torch.load(latest, map_location="cpu", weights_only=True)["model"]
-    for key in ("audio_net.encoder_fc1.2.weight", "audio_net.encoder_fc1.2.bias"):
-        state[key] = torch.zeros_like(state[key])
-    torch.save(state, tmp_path / "deaf.pth")
+    deaf_ckpt = save_without_audio(audio_head, tmp_path / "deaf.pth")
     with single_thread():
         assert audio_influence.main(args) == 0
         driven = json.loads(capsys.readouterr().out)
-        assert audio_influence.main([*args, "--ckpt", str(tmp_path / "deaf.pth")]) == 0
+        assert audio_influence.main([*args, "--ckpt", str(deaf_ckpt)]) == 0
         deaf = json.loads(capsys.readouterr().out)
     assert driven["frames"] == deaf["frames"] == TRAIN_FRAMES
     assert driven["ratio"] > 1.1 and driven["psnr_gain"] > 0.3, driven
