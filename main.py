@@ -184,6 +184,7 @@ def run(opt, argv: list[str] | None = None) -> int:
     from nerf_triplane.network import NeRFNetwork
     from nerf_triplane.provider import NeRFDataset
     from nerf_triplane.trainer import Trainer
+    from nerf_triplane.trained_model import load_trained
     from nerf_triplane.workspace_flags import save_flags
 
     check_options(opt)
@@ -214,13 +215,7 @@ def run(opt, argv: list[str] | None = None) -> int:
         dataset.training = False
         dataset.num_rays = -1
         loader = dataset.dataloader()
-        model = NeRFNetwork(opt, audio_dim=dataset.audio_dim).to(device)
-        model.audio_source = features_source(opt)
-        trainer = Trainer(opt, model, workspace, device, train=False)
-        if trainer.load_checkpoint(opt.ckpt) is None:
-            raise UsageError(f"--test needs a trained model: no checkpoint for --ckpt {opt.ckpt} in "
-                             f"{workspace / 'checkpoints'}")
-        trainer.set_train_data(dataset)
+        _, trainer, _ = load_trained(opt, dataset, device, purpose="--test")
         name = feature_stem(Path(opt.aud)) if opt.aud else None
         rendered = trainer.test(loader, name=name, audio_path=audio_path, aud_arg=aud_arg)
         name = name or rendered.get("name") or Path(rendered["video"]).stem

@@ -62,24 +62,17 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
         ``checkpoint``; with ``measured`` also ``lips_psnr_measured``, ``opening_corr_measured``,
         ``opening_std_ratio_own``, ``opening_std_ratio_measured``, ``opening_corr_code``.
     """
-    from nerf_triplane.network import NeRFNetwork
     from nerf_triplane.provider import NeRFDataset
     from nerf_triplane.mouth import MouthBasis, aligned_mouth, shape_opening
     from nerf_triplane.rays import get_rays
     from nerf_triplane.evaluation import articulation
     from nerf_triplane.sync import lagged_correlations, mouth_opening
-    from nerf_triplane.trainer import Trainer
+    from nerf_triplane.trained_model import load_trained
 
     if split not in ("val", "train"):
         raise ValueError(f"--split must be val or train, got {split!r}")
     ds = NeRFDataset(opt, device=device, type="test" if split == "val" else "train")
-    model = NeRFNetwork(opt, audio_dim=ds.audio_dim).to(device)
-    trainer = Trainer(opt, model, opt.workspace, device, train=False)
-    ckpt = trainer.load_checkpoint(opt.ckpt)
-    if ckpt is None:
-        raise FileNotFoundError(f"no checkpoint in {Path(opt.workspace) / 'checkpoints'}: train the head first")
-    trainer.set_train_data(ds)
-    model.eval()
+    model, trainer, ckpt = load_trained(opt, ds, device, purpose="audio_influence.py")
     if detector is None:
         from data_utils.landmarks import LandmarkDetector
 

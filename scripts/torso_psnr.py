@@ -47,9 +47,8 @@ def torso_psnr(opt, split: str = "val", every: int = 2, device: str = "cpu") -> 
         the pixels).
     """
     from data_utils.parsing import read_labels
-    from nerf_triplane.network import NeRFNetwork
     from nerf_triplane.provider import NeRFDataset
-    from nerf_triplane.trainer import Trainer
+    from nerf_triplane.trained_model import load_trained
 
     if split not in ("val", "train"):
         raise ValueError(f"--split must be val or train, got {split!r}")
@@ -57,14 +56,8 @@ def torso_psnr(opt, split: str = "val", every: int = 2, device: str = "cpu") -> 
         raise ValueError(f"--every takes a positive integer, got {every}")
     ds = NeRFDataset(opt, device=device, type="test" if split == "val" else "train")
     ds.training, ds.num_rays = False, -1
-    model = NeRFNetwork(opt, audio_dim=ds.audio_dim).to(device)
-    trainer = Trainer(opt, model, opt.workspace, device, train=False)
     # A workspace without a torso branch is refused here, with the fix.
-    ckpt = trainer.load_checkpoint(opt.ckpt)
-    if ckpt is None:
-        raise FileNotFoundError(f"no checkpoint for --ckpt {opt.ckpt} in {Path(opt.workspace) / 'checkpoints'}")
-    trainer.set_train_data(ds)
-    model.eval()
+    model, trainer, ckpt = load_trained(opt, ds, device, purpose="torso_psnr.py")
 
     sums = {name: 0.0 for name in LABELS}
     counts = {name: 0 for name in LABELS}

@@ -11,7 +11,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -111,22 +110,12 @@ class LiveModel:
     """
 
     def __init__(self, opt, device: torch.device, max_side: int | None = None):
-        from ..audio_source import features_source
-        from ..network import NeRFNetwork
-        from ..trainer import Trainer
+        from ..trained_model import load_trained
 
         self.opt, self.device = opt, device
         dataset = NeRFDataset(opt, device=device, type="train")
         dataset.training = False
-        model = NeRFNetwork(opt, audio_dim=dataset.audio_dim).to(device)
-        model.audio_source = features_source(opt)
-        self.trainer = Trainer(opt, model, opt.workspace, device, train=False)
-        self.checkpoint = self.trainer.load_checkpoint(opt.ckpt)
-        if self.checkpoint is None:
-            raise FileNotFoundError(f"--gui needs a trained model: no checkpoint for --ckpt {opt.ckpt} in "
-                                    f"{Path(opt.workspace) / 'checkpoints'} (train it first)")
-        self.trainer.set_train_data(dataset)
-        model.eval()
+        model, self.trainer, self.checkpoint = load_trained(opt, dataset, device, purpose="--gui")
         self.model, self.dataset = model, dataset
         self.frames = dataset.num_frames
         self.train_features = dataset.auds
