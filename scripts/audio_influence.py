@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             apply_preset(opt, rest)
         return audio_influence(opt, args.frames, split=args.split, measured=args.measured)
 
-    return print_result(compute, progress_to_stderr=True)
+    return print_result(compute)
 
 
 if __name__ == "__main__":

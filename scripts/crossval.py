@@ -15,7 +15,6 @@ covers every finished fold under ``W``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -120,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             if row_path.is_file():
                 continue
             fold_data = make_fold(args.data.resolve(), args.root / f"fold{fold}" / "data", fold, args.folds)
-            with contextlib.redirect_stdout(sys.stderr):
-                report = train_and_score(fold_data, args.root / f"fold{fold}" / "ws", flags)
+            report = train_and_score(fold_data, args.root / f"fold{fold}" / "ws", flags)
             with atomic_path(row_path) as tmp:
                 Path(tmp).write_text(json.dumps(fold_row(fold, report), indent=2))
         rows = [json.loads((args.root / f"fold{k}" / "row.json").read_text()) for k in range(args.folds)

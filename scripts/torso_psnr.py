@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_stored_flags(opt, explicit_dests(rest))
         return torso_psnr(opt, split=args.split, every=args.every)
 
-    return print_result(compute, progress_to_stderr=True)
+    return print_result(compute)
 
 
 if __name__ == "__main__":

@@ -303,12 +303,31 @@ def test_evaluate_cli_mp4_fallback_and_errors(subject, tmp_path, capsys):
     assert evaluate.main([str(ws)]) == 2
     assert "--data" in capsys.readouterr().err
     assert evaluate.main([str(ws), "--data", str(subject), "--no-baseline"]) == 0
-    out = capsys.readouterr().out
-    out = json.loads(out[out.index('{\n  "name"'):])  # after the LPIPS notice
+    out = json.loads(capsys.readouterr().out)  # the JSON alone: an LPIPS notice goes to stderr
     assert out["name"] == "ngp_ep0002" and out["frames"] == 6
     assert out["metrics"]["psnr"] > 30 and out["baseline"] is None
     assert out["sync"]["best_lag"] is None  # 6 frames are too few to correlate
     assert json.loads((ws / "results" / "metrics.json").read_text())["name"] == "ngp_ep0002"
+
+
+def test_print_result_keeps_stdout_for_the_json(capsys):
+    from nerf_triplane.json_output import print_result
+
+    def noisy():
+        print('Downloading: "https://example.invalid/w.pth" to /tmp/w.pth')  # as torch hub does
+        return {"psnr": 30.0}
+
+    assert print_result(noisy) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"psnr": 30.0}
+    assert "Downloading" in captured.err
+
+    def bad():
+        raise FileNotFoundError("gt_imgs/3.jpg is missing: re-run process.py")
+
+    assert print_result(bad) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "error: gt_imgs/3.jpg is missing: re-run process.py\n"
 
 
 # ---------------------------------------------------------------------------- presets
