@@ -81,7 +81,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--lambda_amb", type=float, default=1e-4, help="weight of the ambient losses")
     g.add_argument("--fp16", action="store_true", help="mixed precision (CUDA; on the CPU only with ERNERF_CPU_FP16=1)")
     g.add_argument("--bf16", action="store_true",
-                   help="on the CPU, run the MLP and conv layers in bfloat16 (autocast; fast with AVX512-BF16/AMX)")
+                   help="on the CPU, run the MLP and conv layers in bfloat16 (autocast); ignored (fp32) on a CPU "
+                        "without native bfloat16 (AVX512-BF16 or AMX), where it would be slower")
     g.add_argument("--eval_interval", type=int, default=0, help="epochs between evaluations (0 = about every 5000 steps)")
     g.add_argument("--save_interval", type=int, default=0, help="steps between extra checkpoints inside an epoch (0 = per epoch only)")
     g.add_argument("--max_keep_ckpt", type=int, default=2, help="number of ngp_ep*.pth kept")

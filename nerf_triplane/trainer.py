@@ -190,6 +190,18 @@ class FrameDir:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes bfloat16 natively: the AVX512-BF16 or AMX-BF16 flag in ``cpuinfo``.
+
+    None where the file cannot be read (not Linux): unknown.
+    """
+    try:
+        flags = Path(cpuinfo).read_text().split()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 class Trainer:
     """Owns the optimiser state and the workspace of one model.
 
@@ -216,6 +228,10 @@ class Trainer:
         # --bf16: bfloat16 autocast of the matmuls/convs on the CPU (no loss scaling needed:
         # bfloat16 has float32's exponent range).
         self.bf16 = bool(getattr(opt, "bf16", False)) and self.device.type == "cpu" and not self.fp16
+        if self.bf16 and cpu_has_native_bf16() is False:
+            # Without AVX512-BF16/AMX the bfloat16 matmuls are emulated, slower than float32.
+            self.bf16 = False
+            self.log("[INFO] --bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); running in fp32")
         if opt.fp16 and not self.fp16:
             self.log(f"[INFO] --fp16 needs CUDA (or {CPU_FP16_ENV}=1 to test the fp16 path on the CPU); "
                      f"running in {'bfloat16 autocast (--bf16)' if self.bf16 else 'fp32'} on {self.device.type}")

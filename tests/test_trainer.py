@@ -159,9 +159,12 @@ def test_other_training_modes_take_steps(subject, tmp_path, monkeypatch, flags):
         assert lips_batches == [True, False, True]
 
 
-def test_bf16_autocasts_the_cpu_step(subject, tmp_path):
+def test_bf16_autocasts_the_cpu_step(subject, tmp_path, monkeypatch):
     # --bf16: the MLPs run in bfloat16 under autocast, the weights stay float32, and the steps'
     # losses stay close to float32 steps on the same batches.
+    import nerf_triplane.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: True)
     losses = {}
     for bf16 in (False, True):
         opt = parse_args(tiny_args(subject, tmp_path / f"ws{bf16}", "--iters", 10, *(["--bf16"] if bf16 else [])))
@@ -178,3 +181,25 @@ def test_bf16_autocasts_the_cpu_step(subject, tmp_path):
         assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     for fp32, bf16 in zip(losses[False], losses[True]):
         assert fp32 != bf16 and abs(fp32 - bf16) < 0.05 * fp32, losses
+
+
+def test_bf16_falls_back_to_fp32_without_native_bfloat16(subject, tmp_path, monkeypatch):
+    import nerf_triplane.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: False)
+    opt = parse_args(tiny_args(subject, tmp_path / "ws", "--iters", 10, "--bf16"))
+    trainer, _, _ = build_trainer(opt)
+    assert not trainer.bf16
+    assert "no native bfloat16" in (tmp_path / "ws" / f"log_{trainer.name}.txt").read_text()
+
+
+def test_cpu_has_native_bf16_reads_the_cpu_flags(tmp_path):
+    from nerf_triplane.trainer import cpu_has_native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert cpu_has_native_bf16(cpuinfo) is False
+    for flag in ("avx512_bf16", "amx_bf16"):
+        cpuinfo.write_text(f"flags\t\t: fpu sse2 avx2 avx512f {flag} avx512bw\n")
+        assert cpu_has_native_bf16(cpuinfo) is True
+    assert cpu_has_native_bf16(tmp_path / "missing") is None
