@@ -161,3 +161,34 @@ def test_fp16_training_resume_and_render(subject, tmp_path, monkeypatch, kernel_
     # The network ran in float16, and every kernel got float32 from the wrappers and renderer.
     assert net_dtypes == {torch.float16}
     check_kernels(seen)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_paper_preset_mouth_target_trains_under_fp16(subject, tmp_path, monkeypatch, device):
+    """The ``paper`` preset's head (mouth target and its pretraining on, the reference's
+    per-frame codes kept) fits its audio path and takes steps under the fp16 autocast of a
+    CUDA run: the audio code's mouth channels move toward the measured shapes."""
+    from nerf_triplane.presets import stage_settings
+
+    monkeypatch.setenv(CPU_FP16_ENV, "1")
+    paper = stage_settings("paper", "head")
+    assert paper["mouth_sup"] > 0 and paper["mouth_pretrain"] > 0
+    args = tiny_args(subject, tmp_path, "--iters", 10, "--device", device, "--mouth_sup", paper["mouth_sup"],
+                     "--mouth_pretrain", 40)
+    trainer, loader, _ = build_trainer(parse_args(args))
+    assert trainer.fp16 and trainer.model.individual_dim > 0
+    dataset = loader._data
+    trainer.set_train_data(dataset)
+    sup_positions = list(range(dataset.num_frames))
+    from nerf_triplane.mouth import MouthSupervision
+
+    probe = MouthSupervision(dataset.landmarks, dataset.get_audio_window, trainer.opt.mouth_k)
+    with torch.no_grad():
+        before = probe.loss(trainer.model, 0, positions=sup_positions).item()
+    trainer.prepare_training(dataset)
+    assert trainer.mouth is not None
+    with torch.no_grad():
+        after = probe.loss(trainer.model, 0, positions=sup_positions).item()
+    losses = take_steps(trainer, loader, range(3))
+    assert all(math.isfinite(v) for v in losses), losses
+    assert after < 0.7 * before, (before, after)
