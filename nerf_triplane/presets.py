@@ -69,7 +69,11 @@ PSNR 30.93 -> 31.82, 31.26 -> 31.84 dB (above the brows 27.96 -> 29.13, 28.95 ->
 0.75, 0.72 -> 0.75; May_5s (``main.py --iters 1000``) PSNR 29.58 -> 29.49 dB, LMD 3.34 -> 3.38
 px; fold 4 rerun with ``--seed 1``: 31.30 dB, 1.57 px, mouth_corr 0.73, std ratio 0.67. Adopted
 for the speed: PSNR equal, the mouth better on one window and a little worse on the other. The
-16000-step timings above predate it.
+16000-step timings above predate it. May_5s through ``crossval.py --folds 2 --only 1 --iters
+1000`` with it: PSNR 29.69 dB, LMD 3.20 px, mouth_corr 0.15 (before: 29.77, 3.21, 0.20).
+``--exp_upper`` with it, fold 4: PSNR 31.26 -> 31.78 dB, LMD 1.58 -> 1.70 px, mouth_corr 0.71 ->
+0.72, std ratio 0.75 -> 0.70; May_5s: 29.69 -> 29.37 dB, LMD 3.20 -> 3.86 px, mouth_corr 0.15 ->
+0.01: still not adopted.
 Not adopted: ``--error_map 0.3`` on top of that (same command, folds 0, 4; equal steps were equal
 wall time): PSNR 31.02 -> 31.03, 31.26 -> 31.29 dB; mouth_corr 0.43 -> 0.34, 0.71 -> 0.75; opening
 std ratio 0.75 -> 0.74, 0.75 -> 0.62; LMD 2.21 -> 2.22, 1.58 -> 1.65 px.
