@@ -15,7 +15,8 @@ mouth from the audio; with it they no longer do. A/B at the ``cpu`` preset's sca
 has run the paper schedule): ``scripts/crossval.py`` as below, folds 0 and 4, ``cpu`` preset ->
 ``cpu`` preset with ``--ind_dim 4``: mouth_corr 0.40 -> 0.46, 0.76 -> 0.66; opening std ratio
 0.76 -> 0.82, 0.72 -> 0.66; LMD 2.22 -> 2.14, 1.52 -> 1.59 px; PSNR 30.93 -> 30.83, 31.26 ->
-31.19 dB; sync_pred 0.49 -> 0.57, 0.56 -> 0.48 (GT windows 0.41, 0.47).
+31.19 dB; sync_pred 0.49 -> 0.57, 0.56 -> 0.48 (GT windows 0.41, 0.47); held-out lips PSNR gain
+with own vs other audio (scripts/audio_influence.py) 1.77 -> 1.92, 3.33 -> 3.53 dB.
 
 ``cpu``: the best quality this 2-core CPU machine reaches in about one hour of training for a
 1-minute 512² video. Measured on May_5s processed at 512² (head stage, C++ backends,
