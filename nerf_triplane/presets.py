@@ -65,11 +65,13 @@ PSNR 30.93 -> 31.82, 31.26 -> 31.84 dB (above the brows 27.96 -> 29.13, 28.95 ->
 0.76 -> 0.72, 0.72 -> 0.64: the frame gains, the mouth loses on fold 4; May_5s (``--folds 2
 --only 1 --iters 1000``): PSNR 29.77 -> 29.31 dB, LMD 3.21 -> 3.78 px, mouth_corr 0.20 -> 0.11.
 ``--grid_sample 0.25 --bf16`` (head stage only; the step 1.41x faster by ``scripts/bench_train.py
---compare``): same crossval command, folds 0, 4: PSNR 30.93 -> 31.02, 31.26 -> 31.26 dB; LMD
-2.22 -> 2.21, 1.52 -> 1.58 px; mouth_corr 0.40 -> 0.43, 0.76 -> 0.71; opening std ratio 0.76 ->
-0.75, 0.72 -> 0.75; May_5s (``main.py --iters 1000``) PSNR 29.58 -> 29.49 dB, LMD 3.34 -> 3.38
+--compare``): same crossval command, folds 0, 1, 2, 4: PSNR 30.93 -> 31.02, 32.50 -> 32.22,
+32.15 -> 32.18, 31.26 -> 31.26 dB; LMD 2.22 -> 2.21, 1.50 -> 1.55, 1.93 -> 1.83, 1.52 -> 1.58 px;
+mouth_corr 0.40 -> 0.43, 0.58 -> 0.56, 0.47 -> 0.56, 0.76 -> 0.71; opening std ratio 0.76 ->
+0.75, 0.68 -> 0.62, 0.71 -> 0.66, 0.72 -> 0.75; May_5s (``main.py --iters 1000``) PSNR 29.58 -> 29.49 dB, LMD 3.34 -> 3.38
 px; fold 4 rerun with ``--seed 1``: 31.30 dB, 1.57 px, mouth_corr 0.73, std ratio 0.67. Adopted
-for the speed: PSNR equal, the mouth better on one window and a little worse on the other. The
+for the speed: PSNR -0.05 dB on average over the five windows, the mouth better on two and a
+little worse on two. The
 16000-step timings above predate it. May_5s through ``crossval.py --folds 2 --only 1 --iters
 1000`` with it: PSNR 29.69 dB, LMD 3.20 px, mouth_corr 0.15 (before: 29.77, 3.21, 0.20).
 ``--exp_upper`` with it, fold 4: PSNR 31.26 -> 31.78 dB, LMD 1.58 -> 1.70 px, mouth_corr 0.71 ->
