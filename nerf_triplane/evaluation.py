@@ -35,11 +35,10 @@ import numpy as np
 
 from data_utils.images import read_rgb
 
-from .metrics import MOUTH, load_lpips, lpips_distance, mouth_lmd, psnr, ssim
+from .metrics import MOUTH, PSNR_CAP, load_lpips, lpips_distance, mouth_lmd, psnr, ssim
 from .sync import (MIN_OVERLAP, OpeningRegressor, audio_envelope, lagged_correlations, mouth_opening,
                    sync_score)
 
-PSNR_CAP = 100.0
 STRIP_FRAMES = 6
 TILE = 192  # pixels per strip tile side
 SUFFIXES = ("_depth", "_pred_gt", "_strip")  # mp4/png outputs that are not a render's colour video

@@ -31,6 +31,14 @@ def _to_tensor(img) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.float64))
 
 
+PSNR_CAP = 100.0  # dB: what an exact match (mean squared error <= 1e-10) scores in the reports
+
+
+def capped_psnr(mse: float) -> float:
+    """PSNR in dB of a mean squared error of values in [0, 1], at most ``PSNR_CAP``."""
+    return PSNR_CAP if mse <= 10 ** (-PSNR_CAP / 10) else -10.0 * math.log10(mse)
+
+
 def psnr(pred, gt) -> float:
     """Peak signal-to-noise ratio in dB of [H, W, 3] images in [0, 1] (inf when equal)."""
     pred, gt = _to_tensor(pred), _to_tensor(gt)

@@ -39,10 +39,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _psnr(mse: float) -> float:
-    return float(-10 * np.log10(max(mse, 1e-10)))
-
-
 @torch.no_grad()
 def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, split: str = "val",
                     device: str = "cpu", detector=None, measured: bool = False) -> dict:
@@ -66,6 +62,7 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
     from nerf_triplane.mouth import MouthBasis, aligned_mouth, shape_opening
     from nerf_triplane.rays import get_rays
     from nerf_triplane.evaluation import articulation
+    from nerf_triplane.metrics import capped_psnr
     from nerf_triplane.sync import lagged_correlations, mouth_opening
     from nerf_triplane.trained_model import load_trained
 
@@ -135,12 +132,12 @@ def audio_influence(opt, n_frames: int | None = None, shift: int | None = None, 
         known = np.isfinite(real)
         c_code = float(np.corrcoef(implied[known], real[known])[0, 1]) if known.sum() >= 8 else float("nan")
         extra = {"opening_corr_code": c_code if np.isfinite(c_code) else None,
-                 "lips_psnr_measured": _psnr(float(np.mean(with_measured))), "opening_corr_measured": corr("measured"),
+                 "lips_psnr_measured": capped_psnr(float(np.mean(with_measured))), "opening_corr_measured": corr("measured"),
                  "opening_std_ratio_own": spread["own"], "opening_std_ratio_measured": spread["measured"]}
     return {**extra, "frames": len(frames), "split": split, "shift": shift, "mse_own": mse_own, "mse_other": mse_other,
             "ratio": mse_other / mse_own if mse_own > 0 else None, "change": float(np.mean(change)),
-            "lips_psnr_own": _psnr(mse_own), "lips_psnr_other": _psnr(mse_other),
-            "psnr_gain": _psnr(mse_own) - _psnr(mse_other),
+            "lips_psnr_own": capped_psnr(mse_own), "lips_psnr_other": capped_psnr(mse_other),
+            "psnr_gain": capped_psnr(mse_own) - capped_psnr(mse_other),
             "opening_corr_own": c_own, "opening_corr_other": c_other,
             "opening_gain": None if c_own is None or c_other is None else c_own - c_other,
             "checkpoint": str(ckpt)}

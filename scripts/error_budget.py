@@ -37,7 +37,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REGIONS = ("mouth", "eyes", "brows_forehead", "hair", "face_rest", "outside_head")
-PSNR_CAP = 100.0
 MOUTH_DILATE, EYE_DILATE = 0.15, 0.2  # in eye distances
 BROW_BELOW, FOREHEAD_ABOVE = 0.1, 0.7  # band around the brows, in eye distances (french: hairline ~0.7 d up)
 
@@ -102,6 +101,7 @@ def error_budget(workspace, data=None, name: str | None = None) -> dict:
     from data_utils.images import read_rgb
     from data_utils.parsing import HEAD, read_labels
     from nerf_triplane.evaluation import latest_render, load_render
+    from nerf_triplane.metrics import capped_psnr
     from nerf_triplane.provider import read_lms
 
     results = Path(workspace) / "results"
@@ -129,8 +129,8 @@ def error_budget(workspace, data=None, name: str | None = None) -> dict:
         sq_sum += per_region
         px_sum += np.bincount(labels.ravel(), minlength=n_regions)
         total = err.size
-        frame_psnr.append(_psnr(per_region.sum() / total))
-        frame_psnr_without.append([_psnr((per_region.sum() - e) / total) for e in per_region])
+        frame_psnr.append(capped_psnr(per_region.sum() / total))
+        frame_psnr_without.append([capped_psnr((per_region.sum() - e) / total) for e in per_region])
     all_sq, all_px = sq_sum.sum(), px_sum.sum()
     without = np.mean(frame_psnr_without, axis=0)
     regions = {r: {"pixels": float(px_sum[i] / all_px),
@@ -140,10 +140,6 @@ def error_budget(workspace, data=None, name: str | None = None) -> dict:
                for i, r in enumerate(REGIONS)}
     return {"name": name, "data": str(root), "split": render["split"], "frames": len(render["frames"]),
             "psnr": float(np.mean(frame_psnr)), "mse": float(all_sq / (3 * all_px)), "regions": regions}
-
-
-def _psnr(mse: float) -> float:
-    return PSNR_CAP if mse <= 10 ** (-PSNR_CAP / 10) else float(-10 * np.log10(mse))
 
 
 def main(argv: list[str] | None = None) -> int:

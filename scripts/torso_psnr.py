@@ -29,10 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 LABELS = {"background": 0, "head": 1, "neck": 2, "torso": 3}  # data_utils.parsing's label values
 
 
-def _psnr(mse: float) -> float:
-    return float(-10 * np.log10(max(mse, 1e-10)))
-
-
 @torch.no_grad()
 def torso_psnr(opt, split: str = "val", every: int = 2, device: str = "cpu") -> dict:
     """Torso-only renders of a split scored against GT torso over the background.
@@ -47,6 +43,7 @@ def torso_psnr(opt, split: str = "val", every: int = 2, device: str = "cpu") -> 
         the pixels).
     """
     from data_utils.parsing import read_labels
+    from nerf_triplane.metrics import capped_psnr
     from nerf_triplane.provider import NeRFDataset
     from nerf_triplane.trained_model import load_trained
 
@@ -67,7 +64,7 @@ def torso_psnr(opt, split: str = "val", every: int = 2, device: str = "cpu") -> 
         out = model.render_torso(batch["rays_o"], batch["rays_d"], batch["auds"], batch["bg_coords"], batch["poses"],
                                  bg_color=batch["bg_color"], **trainer.render_args(batch, perturb=False))
         err = ((out["torso_color"] - batch["bg_torso_color"]) ** 2).mean(-1).reshape(ds.H, ds.W).cpu().numpy()
-        frame_psnrs.append(_psnr(float(err.mean())))
+        frame_psnrs.append(capped_psnr(float(err.mean())))
         labels = read_labels(Path(opt.path) / "parsing" / f"{ds.img_ids[k]}.png")
         if labels.shape != err.shape:
             raise ValueError(f"parsing/{ds.img_ids[k]}.png is {labels.shape[1]}x{labels.shape[0]}, the frames "
@@ -80,9 +77,9 @@ def torso_psnr(opt, split: str = "val", every: int = 2, device: str = "cpu") -> 
     result = {"frames": len(frame_psnrs), "split": split, "checkpoint": str(ckpt),
               "psnr": float(np.mean(frame_psnrs))}
     body = counts["neck"] + counts["torso"]
-    result["body_psnr"] = _psnr((sums["neck"] + sums["torso"]) / body) if body else None
+    result["body_psnr"] = capped_psnr((sums["neck"] + sums["torso"]) / body) if body else None
     for name in LABELS:
-        result[f"{name}_psnr"] = _psnr(sums[name] / counts[name]) if counts[name] else None
+        result[f"{name}_psnr"] = capped_psnr(sums[name] / counts[name]) if counts[name] else None
     result["shares"] = {name: counts[name] / total for name in LABELS}
     return result
 
