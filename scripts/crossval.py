@@ -35,6 +35,19 @@ def fold_windows(n: int, folds: int) -> list[range]:
     return [range(int(s), int(s) + size) for s in starts]
 
 
+def merged_frames(data: Path) -> tuple[list[dict], dict]:
+    """The frames of both transforms files of ``data`` in ``img_id`` order, which the fold
+    windows index, and the files' other keys (camera intrinsics)."""
+    frames, header = [], {}
+    for split in ("train", "val"):
+        with open(data / f"transforms_{split}.json") as f:
+            d = json.load(f)
+        header = {k: v for k, v in d.items() if k != "frames"}
+        frames += d["frames"]
+    frames.sort(key=lambda fr: int(fr["img_id"]))
+    return frames, header
+
+
 def make_fold(data: Path, out: Path, fold: int, folds: int) -> Path:
     """Write ``out`` as a training folder whose held-out split is window ``fold``.
 
@@ -43,13 +56,7 @@ def make_fold(data: Path, out: Path, fold: int, folds: int) -> Path:
     """
     from data_utils.atomic import atomic_path
 
-    frames, header = [], {}
-    for split in ("train", "val"):
-        with open(data / f"transforms_{split}.json") as f:
-            d = json.load(f)
-        header = {k: v for k, v in d.items() if k != "frames"}
-        frames += d["frames"]
-    frames.sort(key=lambda fr: int(fr["img_id"]))
+    frames, header = merged_frames(data)
     held = set(fold_windows(len(frames), folds)[fold])
     out.mkdir(parents=True, exist_ok=True)
     for entry in data.iterdir():

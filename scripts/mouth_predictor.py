@@ -18,7 +18,6 @@ folder's own.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         import numpy as np
         import torch
 
-        from crossval import fold_windows
+        from crossval import fold_windows, merged_frames
         from nerf_triplane.options import parse_args
         from nerf_triplane.presets import apply_preset
         from nerf_triplane.provider import dataset_feature_path, features_to_tensor, read_lms
@@ -109,17 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         opt_argv = [str(data), "--preset", args.preset]
         opt = parse_args(opt_argv)
         apply_preset(opt, opt_argv)
-        frames = []
-        for split in ("train", "val"):
-            frames += json.loads((data / f"transforms_{split}.json").read_text())["frames"]
-        frames.sort(key=lambda f: int(f["img_id"]))
+        frames, _ = merged_frames(data)
         source = args.features or dataset_feature_path(data, opt.asr_model)
         if not Path(source).is_file():
             raise FileNotFoundError(f"{source} not found: give --features or run data_utils/process.py")
         features = features_to_tensor(np.load(source), opt.emb, str(source))
-        if int(max(f["aud_id"] for f in frames)) >= len(features):
-            raise ValueError(f"{source} has {len(features)} frames of features; the folder's frames need "
-                             f"{int(max(f['aud_id'] for f in frames)) + 1}")
+        needed = 1 + max(int(f["aud_id"]) for f in frames)
+        if needed > len(features):
+            raise ValueError(f"{source} has {len(features)} frames of features; the folder's frames need {needed}")
         landmarks = np.stack([read_lms(data / "ori_imgs" / f"{f['img_id']}.lms") for f in frames])
         windows = fold_windows(len(frames), args.folds)
         rows = []
