@@ -105,7 +105,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="standardise the torso's pose input (projected anchors) over the training poses to this "
                         "standard deviation (0 = off, the reference's raw anchors)")
     g.add_argument("--color_space", type=str, default="srgb", help="srgb | linear")
-    g.add_argument("--preload", type=int, default=0, help="0: read images per step, 1: preload to RAM, 2: also to the GPU")
+    g.add_argument("--preload", type=int, default=0, help="0: read images per step, 1: preload to RAM (7 bytes a pixel; from disk per step when that "
+                        "exceeds half the available memory), 2: preload to the device")
     g.add_argument("--bound", type=float, default=1, help="scene box [-bound, bound]^3")
     g.add_argument("--scale", type=float, default=4, help="camera translation scale")
     g.add_argument("--offset", type=float, nargs="*", default=[0, 0, 0], help="camera translation offset")

@@ -4,8 +4,9 @@
 ``gt_imgs/``, ``torso_imgs/``, ``ori_imgs/*.lms``, ``bc.jpg``, ``au.csv``, audio features) and
 serves one frame per batch through :meth:`NeRFDataset.dataloader`. Splits: ``train`` uses
 ``transforms_train.json``; ``val`` the first 100 frames of ``transforms_val.json``; ``test`` all of
-it. Images live on disk (``--preload 0``), in RAM as float32 (``1``), or on ``device`` as fp16
-(``2``).
+it. Images live on disk (``--preload 0``), in RAM (``1``) or on ``device`` (``2``); preloaded frames
+are kept as the 8-bit pixels of the files (7 bytes a pixel: RGB and the torso's RGBA) and
+converted per batch, so every level serves exactly the same floats.
 """
 from __future__ import annotations
 
@@ -218,8 +219,8 @@ def read_lms(path: Path) -> np.ndarray:
     return lms
 
 
-def read_image(path: Path, H: int, W: int, channels: int) -> np.ndarray:
-    """RGB(A) float32 image in [0, 1], resized (INTER_AREA) to H x W if needed  # [H, W, C]."""
+def read_image_bytes(path: Path, H: int, W: int, channels: int) -> np.ndarray:
+    """RGB(A) uint8 image, resized (INTER_AREA) to H x W if needed  # [H, W, C]."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise FileNotFoundError(f"cannot read image {path}")
@@ -229,7 +230,24 @@ def read_image(path: Path, H: int, W: int, channels: int) -> np.ndarray:
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGBA)
     if img.shape[:2] != (H, W):
         img = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
-    return img.astype(np.float32) / 255
+    return img
+
+
+def read_image(path: Path, H: int, W: int, channels: int) -> np.ndarray:
+    """RGB(A) float32 image in [0, 1], resized (INTER_AREA) to H x W if needed  # [H, W, C]."""
+    return read_image_bytes(path, H, W, channels).astype(np.float32) / 255
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the kernel says a new allocation can get (MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def load_background(bg_img: str, root: Path, H: int, W: int) -> np.ndarray:
@@ -323,7 +341,7 @@ class NeRFDataset:
 
         self.bg_img = self._color(torch.from_numpy(load_background(opt.bg_img, self.root, self.H, self.W)))
         self.bg_coords = get_bg_coords(self.H, self.W, self.device)  # [1, H*W, 2]
-        self.images, self.bg_torso = self._load_images()
+        self.images, self.torso_rgba = self._load_images()
 
         self.poses = self.poses.to(self.device)
         self.auds = self.auds.to(self.device)
@@ -388,25 +406,34 @@ class NeRFDataset:
     def _image_paths(self, i: int) -> tuple[Path, Path]:
         return (self.root / "gt_imgs" / f"{i}.jpg", self.root / "torso_imgs" / f"{i}.png")
 
-    def _read_frame(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """GT image and GT torso composited over the background  # [H, W, 3] each."""
+    def _read_bytes(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """GT image [H, W, 3] and GT torso RGBA [H, W, 4] of image ``i``, uint8."""
         gt_path, torso_path = self._image_paths(i)
-        image = self._color(torch.from_numpy(read_image(gt_path, self.H, self.W, 3)))
-        rgba = torch.from_numpy(read_image(torso_path, self.H, self.W, 4))
-        alpha = rgba[..., 3:]
-        bg = self.bg_img.to(rgba.device, torch.float32)
-        return image, self._color(rgba[..., :3]) * alpha + bg * (1 - alpha)
+        return (torch.from_numpy(read_image_bytes(gt_path, self.H, self.W, 3)),
+                torch.from_numpy(read_image_bytes(torso_path, self.H, self.W, 4)))
 
-    def _load_images(self):
+    def _load_images(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The split's uint8 frames ([N, H, W, 3] and [N, H, W, 4]) with ``--preload`` 1 or 2.
+
+        A preload that would take over half the available memory falls back to reading
+        each frame from disk (with a log line): slower, but the run does not get killed.
+        """
         if self.preload == 0:
             return None, None
-        pairs = [self._read_frame(i) for i in self.img_ids]
-        images = torch.stack([p[0] for p in pairs])  # [N, H, W, 3]
-        bg_torso = torch.stack([p[1] for p in pairs])  # [N, H, W, 3]
+        need = self.num_frames * self.H * self.W * 7
+        free = available_memory()
+        if self.preload == 1 and free is not None and need > free // 2:
+            print(f"[INFO] --preload 1: the {self.num_frames} {self.type} frames need {need / 2**30:.1f} GiB, over "
+                  f"half the {free / 2**30:.1f} GiB available; reading them from disk per step instead")
+            self.preload = 0
+            return None, None
+        images = torch.empty(self.num_frames, self.H, self.W, 3, dtype=torch.uint8)
+        rgba = torch.empty(self.num_frames, self.H, self.W, 4, dtype=torch.uint8)
+        for k, i in enumerate(self.img_ids):
+            images[k], rgba[k] = self._read_bytes(i)
         if self.preload > 1:
-            images = images.to(self.device, torch.half)
-            bg_torso = bg_torso.to(self.device, torch.half)
-        return images, bg_torso
+            images, rgba = images.to(self.device), rgba.to(self.device)
+        return images, rgba
 
     # -- per-step access ---------------------------------------------------------------------
 
@@ -418,13 +445,29 @@ class NeRFDataset:
         """Frame used for loader position ``index`` when the audio outlasts the frames."""
         return mirror_index(index, self.num_frames)
 
-    def frame_images(self, f: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """GT image and torso-over-background of frame ``f``, float32 on device  # [H, W, 3] each."""
+    def frame_images(self, f: int, pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """GT colour and GT torso over the background of frame ``f``, float32 on device.
+
+        Args:
+            f: frame (split position).
+            pixels: flat pixel indices [N] (row-major), or None for the whole frame.
+        Returns:
+            (image, bg_torso): [N, 3] each, or [H, W, 3] each without ``pixels``.
+        """
         if self.images is None:
-            image, bg_torso = self._read_frame(self.img_ids[f])
+            rgb, rgba = self._read_bytes(self.img_ids[f])
         else:
-            image, bg_torso = self.images[f], self.bg_torso[f]
-        return image.to(self.device, torch.float32), bg_torso.to(self.device, torch.float32)
+            rgb, rgba = self.images[f], self.torso_rgba[f]
+        bg = self.bg_img
+        if pixels is not None:
+            # Gathered as bytes, so a step converts its N pixels, not the whole frame.
+            rgb = rgb.reshape(-1, 3)[pixels.to(rgb.device)]
+            rgba = rgba.reshape(-1, 4)[pixels.to(rgba.device)]
+            bg = bg.reshape(-1, 3)[pixels.to(bg.device)]
+        rgb = rgb.to(self.device, torch.float32) / 255
+        rgba = rgba.to(self.device, torch.float32) / 255
+        alpha = rgba[..., 3:]
+        return self._color(rgb), self._color(rgba[..., :3]) * alpha + bg * (1 - alpha)
 
     def _rays(self, pose: torch.Tensor, f: int, results: dict) -> dict:
         if self.training and self.opt.finetune_lips:
@@ -493,17 +536,13 @@ class NeRFDataset:
                 eye[:, :1].fill_(self.opt.fix_eye)
             results["eye"] = eye
 
-        image, bg_torso = self.frame_images(f)
-        bg = self.bg_img if self.opt.torso else bg_torso
-
-        def gather(img: torch.Tensor) -> torch.Tensor:
-            return img.reshape(1, -1, img.shape[-1])[:, inds[0]]  # [1, N, C]
-
-        results["bg_color"] = gather(bg)
-        results["bg_torso_color"] = gather(bg_torso)
+        image, bg_torso = self.frame_images(f, inds[0])  # [N, 3] each
+        bg = self.bg_img.reshape(-1, 3)[inds[0]] if self.opt.torso else bg_torso
+        results["bg_color"] = bg[None]  # [1, N, 3]
+        results["bg_torso_color"] = bg_torso[None]
         results["bg_coords"] = self.bg_coords[:, inds[0]]
         if self.has_gt:
-            results["images"] = gather(image)
+            results["images"] = image[None]
         return results
 
     def dataloader(self) -> DataLoader:

@@ -10,6 +10,7 @@ the JPEG size, and the machine's load average (other processes slow a shared CPU
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -39,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         apply_preset(opt, argv)
     cli.remember_model_flags(opt, argv)
     device = cli.pick_device(opt.device)
-    live = LiveModel(opt, device, max_side=opt.gui_max_side)
+    # The loaders' log lines go to stderr, so stdout is the JSON line alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        live = LiveModel(opt, device, max_side=opt.gui_max_side)
     walls, cpus, sizes = [], [], []
     try:
         for k in range(frames + 1):

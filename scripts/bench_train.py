@@ -37,6 +37,7 @@ time no op accounts for. Run it with ``OMP_NUM_THREADS=1`` for the one-thread fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -307,16 +308,30 @@ def main(argv=None) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible to torch")
 
+    # stdout carries the JSON alone: the trainer's log lines go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        report = measure(subject_folder(args), args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return report
+
+
+def subject_folder(args) -> Path:
+    """``--subject``, or the synthetic subject at ``--size``, made on first use."""
     if args.subject:
-        data = Path(args.subject)
-    else:
-        from data_utils.synthetic import make_synthetic_subject
+        return Path(args.subject)
+    from data_utils.synthetic import make_synthetic_subject
 
-        data = Path(args.data or Path.home() / ".cache" / "ernerf" / f"bench_synthetic_{args.size}")
-        if not (data / "transforms_val.json").is_file():
-            # 22 frames: 20 train + 2 test, enough for a few steps and frames.
-            make_synthetic_subject(data, n_frames=22, size=args.size, seed=0)
+    data = Path(args.data or Path.home() / ".cache" / "ernerf" / f"bench_synthetic_{args.size}")
+    if not (data / "transforms_val.json").is_file():
+        # 22 frames: 20 train + 2 test, enough for a few steps and frames.
+        make_synthetic_subject(data, n_frames=22, size=args.size, seed=0)
+    return data
 
+
+def measure(data: Path, args) -> dict:
+    """The report of the mode ``args`` asks for (see the module docstring)."""
     if args.compare or args.profile:
         report = compare(data, args) if args.compare else profile(data, args)
     else:
@@ -331,9 +346,6 @@ def main(argv=None) -> dict:
             if args.json:
                 # Rewritten after every backend, so a run cut short keeps the backends it finished.
                 Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
     return report
 
 

@@ -152,12 +152,32 @@ def test_splits_and_frame_selection(subject):
         NeRFDataset(_opt(subject), type="trainval")
 
 
-def test_preload_levels_agree(subject):
-    batches = [NeRFDataset(_opt(subject, "--preload", str(p)), type="val").collate([2]) for p in (0, 1, 2)]
+@pytest.mark.parametrize("extra", [(), ("--torso",)])
+def test_preload_levels_serve_the_same_floats(subject, extra):
+    datasets = [NeRFDataset(_opt(subject, "--preload", str(p), *extra), type="train") for p in (0, 1, 2)]
+    assert datasets[0].images is None
+    assert datasets[1].images.dtype == torch.uint8 and datasets[1].torso_rgba.shape[-1] == 4
+    batches = []
+    for ds in datasets:
+        torch.manual_seed(3)
+        batches.append(ds.collate([2]))
     for b in batches[1:]:
-        assert b["images"].dtype == torch.float32
-        torch.testing.assert_close(b["images"], batches[0]["images"], atol=2e-3, rtol=0)
-        torch.testing.assert_close(b["bg_color"], batches[0]["bg_color"], atol=2e-3, rtol=0)
+        for key in ("images", "bg_color", "bg_torso_color"):
+            assert b[key].dtype == torch.float32
+            torch.testing.assert_close(b[key], batches[0][key], atol=0, rtol=0)
+    # Whole frames, as the live viewer and audio_influence.py take them, agree as well.
+    for a, b in zip(datasets[0].frame_images(1), datasets[1].frame_images(1)):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_preload_that_does_not_fit_reads_from_disk(subject, monkeypatch, capsys):
+    import nerf_triplane.provider as provider
+
+    monkeypatch.setattr(provider, "available_memory", lambda: 1000)
+    ds = NeRFDataset(_opt(subject, "--preload", "1"), type="train")
+    assert ds.images is None and ds.preload == 0
+    assert "reading them from disk" in capsys.readouterr().out
+    assert ds.collate([0])["images"].shape[-1] == 3
 
 
 def test_patches_and_lips_batches(subject):

@@ -59,7 +59,12 @@ HD uint32_t vertex_row(const uint32_t* vertex, uint32_t table_size, uint32_t res
     index += vertex[d] * stride;
     stride *= side;
   }
-  if (gridtype == kHash && stride > table_size) return spatial_hash<D>(vertex) % table_size;
+  if (gridtype == kHash && stride > table_size) {
+    const uint32_t h = spatial_hash<D>(vertex);
+    // Hash tables are 2^k rows: a mask is the same modulo without the integer division,
+    // which dominated the lookup on the CPU.
+    return (table_size & (table_size - 1)) == 0 ? (h & (table_size - 1)) : h % table_size;
+  }
   // A complete dense index is already in range; skip the (slow) 64-bit modulo then.
   return static_cast<uint32_t>(index < table_size ? index : index % table_size);
 }
