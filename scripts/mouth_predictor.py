@@ -1,7 +1,7 @@
 """How well a subject's audio predicts its mouth on held-out windows, without any NeRF. Prints JSON.
 
     python scripts/mouth_predictor.py DATA [--folds 5] [--only 0 2] [--seeds 2] [--preset cpu]
-                                      [--steps 2000] [--features FEATS.npy]
+                                      [--steps 2000] [--features FEATS.npy] [main.py flags]
 
 The held-out lips of a ``--mouth_sup`` head can follow the audio only as far as its audio path
 predicts the mouth (README, issue 12). This measures that bound in seconds per fold: for each
@@ -13,7 +13,8 @@ of the other frames (``MouthSupervision.pretrain``: 600 steps of 32 frames, then
 shrunk toward the mean) and ``opening_corr`` (the inner-lip opening of the predicted shapes vs
 the landmarks'), then their means over the seeds. ``--features`` scores another per-frame
 feature file of the same frames (``aud.npy`` layout ``[frames, 16, A]``) in place of the
-folder's own.
+folder's own. Other flags are ``main.py``'s and override the preset's network and mouth options
+(e.g. ``--mouth_spread 1``: the fit adds the concordance term a head run with it would).
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def fold_prediction(opt, frames: list[dict], features, landmarks, held: range, s
     train = np.array([i for i in range(len(frames)) if i not in held])
     test = np.array(list(held))
     train_auds, test_auds = features[aud_ids[train]], features[aud_ids[test]]
-    sup = MouthSupervision(landmarks[train], lambda k: audio_window(train_auds, opt.att, k), opt.mouth_k)
+    sup = MouthSupervision(landmarks[train], lambda k: audio_window(train_auds, opt.att, k), opt.mouth_k,
+                           spread=opt.mouth_spread)
     measured = sup.basis.project(landmarks[test])
     ok = np.isfinite(measured).all(axis=1)
     if ok.sum() < 8:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="cpu", help="preset whose network and mouth options are used")
     parser.add_argument("--features", type=Path, default=None,
                         help="per-frame features .npy to score instead of the folder's own")
-    args = parser.parse_args(argv)
+    args, main_flags = parser.parse_known_args(argv)
 
     from nerf_triplane.json_output import print_result
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data
         if not (data / "transforms_train.json").is_file():
             raise FileNotFoundError(f"{data}/transforms_train.json not found: give a processed training folder")
-        opt_argv = [str(data), "--preset", args.preset]
+        opt_argv = [str(data), "--preset", args.preset, *main_flags]
         opt = parse_args(opt_argv)
         apply_preset(opt, opt_argv)
         frames, _ = merged_frames(data)
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             with torch.random.fork_rng(devices=[]):
                 row = fold_prediction(opt, frames, features, landmarks, windows[fold], args.seeds, args.steps)
             rows.append({"fold": fold, "window": [windows[fold].start, windows[fold].stop - 1], **row})
-        return {"data": str(data), "features": str(source), "folds": args.folds, "steps": args.steps, "rows": rows}
+        return {"data": str(data), "features": str(source), "folds": args.folds, "steps": args.steps,
+                "main_flags": main_flags, "rows": rows}
 
     return print_result(compute)
 

@@ -55,3 +55,14 @@ def test_mouth_predictor_errors(talking, tmp_path, capsys):
     np.save(short, np.load(talking / "aud.npy")[:50])
     code, err = run(capsys, talking, "--features", short, "--steps", 10, "--preset", "tiny")
     assert code == 2 and "50 frames of features" in err
+
+
+def test_main_flags_reach_the_fit(talking, capsys):
+    # main.py flags override the preset's: the concordance term changes the fitted predictor.
+    base = ["--folds", 2, "--only", 0, "--seeds", 1, "--steps", 60, "--preset", "tiny"]
+    code, plain = run(capsys, talking, *base)
+    assert code == 0, plain
+    code, spread = run(capsys, talking, *base, "--mouth_spread", 1)
+    assert code == 0, spread
+    assert plain["main_flags"] == [] and spread["main_flags"] == ["--mouth_spread", "1"]
+    assert spread["rows"][0]["c0_std_ratio"] != plain["rows"][0]["c0_std_ratio"]
