@@ -33,15 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--frames")
         frames = int(argv[i + 1])
         del argv[i:i + 2]
-    opt = cli.parse_args(argv)
-    if opt.preset:
-        from nerf_triplane.presets import apply_preset
-
-        apply_preset(opt, argv)
-    cli.remember_model_flags(opt, argv)
-    device = cli.pick_device(opt.device)
-    # The loaders' log lines go to stderr, so stdout is the JSON line alone.
+    # The option and loader log lines go to stderr, so stdout is the JSON line alone.
     with contextlib.redirect_stdout(sys.stderr):
+        opt = cli.parse_args(argv)
+        if opt.preset:
+            from nerf_triplane.presets import apply_preset
+
+            apply_preset(opt, argv)
+        cli.remember_model_flags(opt, argv)
+        device = cli.pick_device(opt.device)
         live = LiveModel(opt, device, max_side=opt.gui_max_side)
     walls, cpus, sizes = [], [], []
     try:

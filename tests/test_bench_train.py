@@ -1,4 +1,4 @@
-"""scripts/bench_train.py prints its JSON alone on stdout, even when the trainer logs."""
+"""The benchmark scripts print their JSON alone on stdout, even when the trainer or loaders log."""
 import json
 import os
 import subprocess
@@ -20,3 +20,16 @@ def test_stdout_is_exactly_the_json(tmp_path):
     assert report["results"]["cpp"]["train_it_s"] > 0
     assert "[INFO]" in result.stderr
     assert json.loads((tmp_path / "bench.json").read_text()) == report
+
+
+def test_bench_live_stdout_is_one_json_line(subject, trained_head):
+    # -O on the CPU logs the fp16 notice while the options are parsed: that line goes to stderr.
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_live.py", str(subject), "--workspace", str(trained_head), "-O",
+         "--device", "cpu", "--frames", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout.splitlines()) == 1
+    report = json.loads(result.stdout)
+    assert report["frames"] == 2 and report["fps"] > 0
+    assert "[INFO]" in result.stderr
