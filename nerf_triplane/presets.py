@@ -45,7 +45,9 @@ opening std ratio 0.55 -> 0.76, 0.37 -> 0.68, 0.49 -> 0.71, 0.20 -> 0.72; LMD 2.
 32.16 -> 32.50, 31.99 -> 32.15, 31.10 -> 31.26 dB; on folds 0, 2, 4
 held-out lips PSNR gain with own vs other audio (scripts/audio_influence.py) 0.23 -> 1.77,
 0.32 -> 2.30, 0.15 -> 3.33 dB. May_5s (last 11 frames, 1000 steps): PSNR 29.31 -> 29.77, LMD
-3.75 -> 3.21, mouth_corr 0.21 -> 0.20. Adopted; the 16000-step schedule was not re-run with it.
+3.75 -> 3.21, mouth_corr 0.21 -> 0.20. Adopted. The 16000-step schedule with it (and the speed and
+torso settings below; ``scripts/run_subject.sh``, last 115 frames held out): head 31.44 -> 31.78 dB,
+LMD 1.66 -> 1.24 px, mouth_corr 0.51 -> 0.81; head + torso 26.27 -> 27.04 dB.
 Fold 3 with it: mouth_corr 0.71, std ratio 0.68, LMD 1.56 px (floor 1.99), PSNR 32.02 dB.
 Not adopted: ``--mouth_teacher 0.5 --mouth_spread 1`` (same A/B command, one run per window),
 mouth -> both: mouth_corr 0.40 -> 0.56, 0.47 -> 0.36 (folds 0, 2), 0.20 -> 0.47 (May_5s);
@@ -71,8 +73,9 @@ mouth_corr 0.40 -> 0.43, 0.58 -> 0.56, 0.47 -> 0.56, 0.76 -> 0.71; opening std r
 0.75, 0.68 -> 0.62, 0.71 -> 0.66, 0.72 -> 0.75; May_5s (``main.py --iters 1000``) PSNR 29.58 -> 29.49 dB, LMD 3.34 -> 3.38
 px; fold 4 rerun with ``--seed 1``: 31.30 dB, 1.57 px, mouth_corr 0.73, std ratio 0.67. Adopted
 for the speed: PSNR -0.05 dB on average over the five windows, the mouth better on two and a
-little worse on two. The
-16000-step timings above predate it. May_5s through ``crossval.py --folds 2 --only 1 --iters
+little worse on two. With it, the
+head's 16030 steps took 51 min 43 s on one thread (validation and test render included) and
+the torso stage 15 min 1 s. May_5s through ``crossval.py --folds 2 --only 1 --iters
 1000`` with it: PSNR 29.69 dB, LMD 3.20 px, mouth_corr 0.15 (before: 29.77, 3.21, 0.20).
 ``--exp_upper`` with it, fold 4: PSNR 31.26 -> 31.78 dB, LMD 1.58 -> 1.70 px, mouth_corr 0.71 ->
 0.72, std ratio 0.75 -> 0.70; May_5s: 29.69 -> 29.37 dB, LMD 3.20 -> 3.86 px, mouth_corr 0.15 ->
