@@ -242,12 +242,11 @@ def available_memory() -> int | None:
     """Bytes of memory the kernel says a new allocation can get (MemAvailable), None if unknown."""
     try:
         with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+            lines = f.readlines()
+    except OSError:  # not Linux
+        return None
+    kib = [int(line.split()[1]) for line in lines if line.startswith("MemAvailable:")]
+    return kib[0] * 1024 if kib else None
 
 
 def load_background(bg_img: str, root: Path, H: int, W: int) -> np.ndarray:
